@@ -1,0 +1,51 @@
+# Two commands matter: `make demo` (the main job) and `make test` (what CI runs).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install lint typecheck pytest browser-deps stop clean bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: emulator, embedded Redis, workers, web server, traffic, then the dashboard URL.
+demo: install
+	$(PY) manage.py demo
+
+## Everything CI checks: lint, format, types, then the whole test suite.
+test: install browser-deps
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy .
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: install
+	$(PY) -m mypy .
+
+pytest: install
+	$(PY) -m pytest
+
+## Debian's chromium for the Playwright test (never a downloaded browser).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; \
+	  else \
+	    echo "chromium is missing: sudo apt-get install chromium"; exit 1; \
+	  fi; }
+
+stop: install
+	$(PY) manage.py demo --stop
+
+clean:
+	rm -rf var $(VENV)

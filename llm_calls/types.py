@@ -1,0 +1,71 @@
+"""Plain result types that cross the llm_calls boundary.
+
+llm_calls knows nothing of users, quotas or the database; it hands these to the callbacks its
+caller passes in (queueing), and usage reads them to record a call. They never carry the API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts exactly as Anthropic billed them for one response.
+
+    Total input = ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``;
+    ``cache_creation_input_tokens == cache_creation_5m + cache_creation_1h``.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_5m: int = 0
+    cache_creation_1h: int = 0
+    service_tier: str = "standard"
+
+    @property
+    def total_input_tokens(self) -> int:
+        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP attempt made by the retry loop.
+
+    ``status`` is the HTTP status (200 for a mid-stream error after a 200), ``None`` for a
+    network failure. ``wait_s`` is how long we slept after it before the next attempt (0 for
+    the last one). ``billed`` says whether Anthropic billed tokens for this attempt.
+    """
+
+    number: int
+    status: int | None
+    error_type: str | None
+    request_id: str | None
+    duration_ms: float
+    wait_s: float = 0.0
+    retry_after_s: float | None = None
+    billed: bool = False
+
+
+@dataclass(frozen=True)
+class MessageResult:
+    """A successful Messages API response, reduced to what the rest of the project uses."""
+
+    message_id: str
+    model: str
+    text: str
+    stop_reason: str | None
+    usage: Usage
+    request_id: str | None
+    attempts: tuple[Attempt, ...]
+    latency_ms: float
+    content: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    from_response_cache: bool = False
+
+    @property
+    def attempt_count(self) -> int:
+        return len(self.attempts)

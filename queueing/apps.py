@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class QueueingConfig(AppConfig):
+    name = "queueing"
+    verbose_name = "Queue, quotas and rate limits"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,37 @@
+"""Real parts for every test: an isolated redis-server and the Anthropic emulator over HTTP.
+
+Nothing here mocks Redis or the SDK. The Redis server and the emulator are started once per
+test session on free loopback ports; each test gets them flushed / reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from ratelimit_project import redis as project_redis
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[project_redis.PrivateRedis]:
+    server = project_redis.PrivateRedis(Path(tmp_path_factory.mktemp("redis"))).start()
+    settings.EMBEDDED_REDIS = False
+    settings.REDIS_URL = server.url
+    for queue in settings.RQ_QUEUES.values():
+        queue["URL"] = server.url
+    project_redis.reset_clients()
+    yield server
+    project_redis.reset_clients()
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: project_redis.PrivateRedis):
+    """The project's own Redis client, on a freshly flushed isolated server."""
+    client = project_redis.get_redis()
+    client.flushall()
+    yield client
+    client.flushall()
