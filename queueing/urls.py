@@ -1,3 +1,2 @@
-
 app_name = "queueing"
 urlpatterns: list = []

@@ -1,0 +1,48 @@
+import json
+import sys
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ratelimit_project import loadtest
+
+
+class Command(BaseCommand):
+    help = "Run one benchmark scenario; prints one JSON object as the last line of stdout."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("scenario", choices=loadtest.SCENARIOS)
+        parser.add_argument("--json", dest="json_path", help="Also write the result JSON here.")
+        parser.add_argument(
+            "--chars-per-token",
+            type=float,
+            default=4.0,
+            help="Passed to the emulator, to make the client's estimates wrong on purpose.",
+        )
+        parser.add_argument(
+            "--duration", type=float, default=None, help="Seconds of load (scenario default)."
+        )
+        parser.add_argument(
+            "--scale", type=float, default=1.0, help="Multiply the scenario's size."
+        )
+        # Scenario-specific options are accepted as --opt key=value pairs.
+        parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        module = loadtest.load(options["scenario"])
+        extra: dict[str, str] = {}
+        for pair in options["opt"]:
+            if "=" not in pair:
+                raise CommandError(f"--opt expects KEY=VALUE, got {pair!r}")
+            key, value = pair.split("=", 1)
+            extra[key] = value
+        options["extra"] = extra
+        result = module.run(options)
+        line = json.dumps(result, sort_keys=True)
+        if options["json_path"]:
+            Path(options["json_path"]).write_text(
+                json.dumps(result, indent=2, sort_keys=True) + "\n"
+            )
+        sys.stdout.write(line + "\n")
