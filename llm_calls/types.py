@@ -31,6 +31,37 @@ class Usage:
     def total_input_tokens(self) -> int:
         return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
 
+    @classmethod
+    def from_api(cls, usage: Mapping[str, Any] | None) -> Usage:
+        """Read the API's ``usage`` object (absent or null counters are 0).
+
+        When a response lacks the ``cache_creation`` split (older API versions), every cache
+        write is counted as 5-minute, the TTL the API uses when none is given.
+        """
+        data = usage or {}
+
+        def count(mapping: Mapping[str, Any], key: str) -> int:
+            value = mapping.get(key)
+            return int(value) if isinstance(value, int | float) else 0
+
+        creation = count(data, "cache_creation_input_tokens")
+        split = data.get("cache_creation")
+        if isinstance(split, Mapping):
+            creation_5m = count(split, "ephemeral_5m_input_tokens")
+            creation_1h = count(split, "ephemeral_1h_input_tokens")
+        else:
+            creation_5m, creation_1h = creation, 0
+        tier = data.get("service_tier")
+        return cls(
+            input_tokens=count(data, "input_tokens"),
+            output_tokens=count(data, "output_tokens"),
+            cache_creation_input_tokens=creation,
+            cache_read_input_tokens=count(data, "cache_read_input_tokens"),
+            cache_creation_5m=creation_5m,
+            cache_creation_1h=creation_1h,
+            service_tier=tier if isinstance(tier, str) and tier else "standard",
+        )
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -49,6 +80,8 @@ class Attempt:
     wait_s: float = 0.0
     retry_after_s: float | None = None
     billed: bool = False
+    # error.details.error_code from the API, e.g. "enforced_spend_limit_reached".
+    error_code: str | None = None
 
 
 @dataclass(frozen=True)

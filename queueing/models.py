@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
 
 class Organization(models.Model):
@@ -113,6 +116,9 @@ class LLMRequest(models.Model):
     use_response_cache = models.BooleanField(default=False)
     response_cache_shared = models.BooleanField(default=False)
     use_batch = models.BooleanField(default=False)
+    # The Message Batch carrying this request (queueing.batching); while a collector is
+    # submitting it holds a "claim:<uuid>" token instead, so two collectors never take one row.
+    batch_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
 
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
@@ -142,3 +148,125 @@ class LLMRequest(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API, for services that are not a browser.
+
+    Only a SHA-256 of the token is stored; the token itself is shown once, when it is created.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=12, editable=False, help_text="The first characters, to recognise it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class RateLimitOverride(models.Model):
+    """An admin's correction of the organization's per-minute limits for one model class.
+
+    Precedence: ``GATEWAY_RATE_LIMITS`` < this row < limits learned from Anthropic's response
+    headers (the server knows our tier best). An empty field keeps the settings value; 0 means
+    unlimited. Other processes see a change within ``GATEWAY_LIMITER_OVERRIDE_CACHE_S`` seconds.
+    """
+
+    class ModelClass(models.TextChoices):
+        OPUS = "opus", "Opus"
+        SONNET = "sonnet", "Sonnet"
+        HAIKU = "haiku", "Haiku"
+
+    model_class = models.CharField(max_length=16, choices=ModelClass.choices, unique=True)
+    rpm = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute; empty keeps the setting."
+    )
+    itpm = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Input tokens per minute; empty keeps the setting."
+    )
+    otpm = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Output tokens per minute; empty keeps the setting."
+    )
+    note = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model_class"]
+
+    def __str__(self) -> str:
+        return f"Rate limit override for {self.model_class}"
+
+
+
+@receiver([post_save, post_delete], sender=RateLimitOverride)
+def _rate_limit_override_changed(**_kwargs: Any) -> None:
+    """This process sees an admin's change at once; others within the override cache time."""
+    from queueing.limiter import forget_overrides  # late: the limiter imports this module
+
+    forget_overrides()
+
+
+class QuotaAlert(models.Model):
+    """A user or organization passed a threshold (80 %, 100 %) of one of its quotas.
+
+    Written by ``quotas.settle`` at most once per holder, quota, threshold and period (the
+    conditional unique constraints hold that even if Redis forgot it already alerted).
+    ``used`` and ``limit`` are tokens or US dollars, per ``metric``.
+    """
+
+    class Metric(models.IntegerChoices):
+        DAILY_TOKENS = 1, "daily tokens"
+        MONTHLY_TOKENS = 2, "monthly tokens"
+        DAILY_USD = 3, "daily USD"
+        MONTHLY_USD = 4, "monthly USD"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="quota_alerts",
+    )
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="quota_alerts"
+    )
+    metric = models.PositiveSmallIntegerField(choices=Metric.choices)
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the limit: 80 or 100.")
+    used = models.DecimalField(max_digits=20, decimal_places=6)
+    limit = models.DecimalField(max_digits=20, decimal_places=6)
+    period_start = models.DateField(help_text="First day (UTC) of the day or month it counts.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(user__isnull=False) & Q(organization__isnull=True))
+                | (Q(user__isnull=True) & Q(organization__isnull=False)),
+                name="quota_alert_exactly_one_holder",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "metric", "threshold", "period_start"],
+                condition=Q(user__isnull=False),
+                name="quota_alert_once_per_user_period",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "metric", "threshold", "period_start"],
+                condition=Q(organization__isnull=False),
+                name="quota_alert_once_per_org_period",
+            ),
+        ]
+
+    @property
+    def holder_label(self) -> str:
+        return f"user {self.user}" if self.user_id else f"organization {self.organization}"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.holder_label} passed {self.threshold}% of its "
+            f"{self.get_metric_display()} quota ({self.period_start})"
+        )

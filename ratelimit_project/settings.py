@@ -4,6 +4,7 @@ Nothing here needs a service to be installed: SQLite under ``var/`` unless ``DAT
 set, and an embedded real Redis (see ``ratelimit_project.redis``) unless ``REDIS_URL`` is set.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -164,6 +165,13 @@ RQ_QUEUES = {
     "llm": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900},
 }
 RQ_SHOW_ADMIN_LINK = True
+RQ = {"COMMIT_MODE": "on_db_commit"}
+
+# Organization rate limits per model class (RPM / ITPM / OTPM); default Anthropic Tier 1.
+# Admins can override them at runtime (queueing admin); the limiter also learns the real ones.
+if os.environ.get("GATEWAY_RATE_LIMITS_JSON"):
+    GATEWAY_RATE_LIMITS = json.loads(os.environ["GATEWAY_RATE_LIMITS_JSON"])
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

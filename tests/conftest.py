@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from llm_calls.emulator.process import EmulatorProcess
 from ratelimit_project import redis as project_redis
 
 
@@ -35,3 +36,17 @@ def redis_client(redis_server: project_redis.PrivateRedis):
     client.flushall()
     yield client
     client.flushall()
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorProcess]:
+    """One Anthropic emulator per session: no rate limits, no latency, seed 1."""
+    with EmulatorProcess(rpm=0, itpm=0, otpm=0, latency_ms=0, seed=1) as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server: EmulatorProcess) -> EmulatorProcess:
+    """The session emulator, reset (empty ledger/log/cache, startup config); tests .configure()."""
+    emulator_server.reset()
+    return emulator_server

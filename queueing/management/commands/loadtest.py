@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ratelimit_project import loadtest
+from ratelimit_project.loadtest import stack
 
 
 class Command(BaseCommand):
@@ -31,6 +32,12 @@ class Command(BaseCommand):
         parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not stack.in_child():
+            # A fresh process with its own VAR_DIR: its own database, never the developer's.
+            code = stack.rerun_in_child(options["scenario"], sys.argv[1:])
+            if code:
+                raise CommandError(f"scenario {options['scenario']} exited with status {code}")
+            return
         module = loadtest.load(options["scenario"])
         extra: dict[str, str] = {}
         for pair in options["opt"]:

@@ -1,0 +1,453 @@
+"""The one door to the Anthropic SDK: single HTTP attempts, translated into neutral types.
+
+Only this module imports ``anthropic`` (ruff TID251 enforces it). Every function here makes
+exactly ONE HTTP attempt (the SDK's own retries are off: ``max_retries=0``) and either returns a
+:class:`ClientResponse` or raises :class:`AttemptFailure` — never an SDK or httpx exception — so
+the retry policy in ``llm_calls.retry`` decides alone what is retried and how long to wait.
+
+Nothing here knows about users, quotas or limits. The API key never appears in any message,
+repr or log line produced here: messages pass through :func:`redact_secrets`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import math
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import anthropic
+import httpx2
+
+from llm_calls import conf
+
+# One connection pool per process serves every thread (httpx clients are thread-safe). A
+# worker running 256+ concurrent calls must not queue on the pool, and keeping that many idle
+# connections alive avoids a TCP/TLS handshake per call under load.
+POOL_MAX_CONNECTIONS = 1024
+POOL_MAX_KEEPALIVE_CONNECTIONS = 512
+CONNECT_TIMEOUT_S = 5.0
+
+# Messages quoted from an error body are cut here so one bad request cannot flood a log line.
+MAX_ERROR_MESSAGE_CHARS = 500
+
+_T = TypeVar("_T")
+
+_clients: dict[tuple[str, str, float], anthropic.Anthropic] = {}
+_clients_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ClientResponse(Generic[_T]):
+    """A successful HTTP attempt.
+
+    ``value`` is plain data (dicts from the API's JSON), never an SDK object. ``billed`` says
+    whether Anthropic bills tokens for this response (a completed message does; batch
+    management calls do not — batch results are billed per request inside the batch).
+    """
+
+    value: _T
+    status: int
+    headers: Mapping[str, str] = field(repr=False)
+    request_id: str | None
+    billed: bool = False
+
+
+class AttemptFailure(Exception):
+    """One HTTP attempt that did not produce a usable response (the neutral error object).
+
+    ``status`` is the HTTP status; 200 for an error event inside a stream that started fine;
+    ``None`` when no response arrived (connection refused/reset, timeout, truncated stream).
+    ``error_type`` is the API's ``error.type`` (``overloaded_error``, ``rate_limit_error``, …) or
+    ``connection_error`` / ``timeout`` for network failures. ``retry_after_s`` comes from
+    ``retry-after-ms``, then ``retry-after`` (seconds or an HTTP date). ``error_code`` is
+    ``error.details.error_code`` (e.g. ``enforced_spend_limit_reached``).
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int | None,
+        error_type: str | None,
+        message: str,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry_after_s: float | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        self.status = status
+        self.error_type = error_type
+        self.message = redact_secrets(message)[:MAX_ERROR_MESSAGE_CHARS]
+        self.request_id = request_id
+        self.headers: Mapping[str, str] = dict(headers or {})
+        self.retry_after_s = retry_after_s
+        self.error_code = error_code
+        super().__init__(self.describe())
+
+    @property
+    def got_response(self) -> bool:
+        """True when the server answered, so ``headers`` are that response's headers (also for a
+        stream cut off after its 200, whose ``status`` is ``None``)."""
+        return self.status is not None or bool(self.headers)
+
+    def describe(self) -> str:
+        """One line for messages and logs, e.g. ``HTTP 529 overloaded_error: Overloaded (request req_1)``."""
+        if self.status is None:
+            head = "network error"
+        elif self.status == 200:
+            head = "HTTP 200 stream error"
+        else:
+            head = f"HTTP {self.status}"
+        parts = [head]
+        if self.error_type:
+            parts.append(f" {self.error_type}")
+        if self.error_code:
+            parts.append(f" [{self.error_code}]")
+        if self.message:
+            parts.append(f": {self.message}")
+        if self.request_id:
+            parts.append(f" (request {self.request_id})")
+        return "".join(parts)
+
+    def __repr__(self) -> str:
+        return (
+            f"AttemptFailure(status={self.status!r}, error_type={self.error_type!r}, "
+            f"error_code={self.error_code!r}, request_id={self.request_id!r}, "
+            f"retry_after_s={self.retry_after_s!r})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Client construction
+
+
+def get_client() -> anthropic.Anthropic:
+    """The process-wide SDK client for the configured endpoint (built once, then shared).
+
+    Cached per (key, base URL, timeout) so ``override_settings`` in tests gets its own client,
+    while production threads share one connection pool. Raises ``ImproperlyConfigured`` when
+    no endpoint is configured (see ``llm_calls.conf.endpoint``).
+    """
+    endpoint = conf.endpoint()
+    cache_key = (endpoint.api_key, endpoint.base_url, endpoint.timeout_s)
+    client = _clients.get(cache_key)
+    if client is not None:
+        return client
+    with _clients_lock:
+        client = _clients.get(cache_key)
+        if client is None:
+            client = _build_client(endpoint)
+            _clients[cache_key] = client
+        return client
+
+
+def close_clients() -> None:
+    """Close every cached client's connection pool (tests, process shutdown)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
+
+
+def _build_client(endpoint: conf.Endpoint) -> anthropic.Anthropic:
+    timeout = httpx2.Timeout(endpoint.timeout_s, connect=min(CONNECT_TIMEOUT_S, endpoint.timeout_s))
+    # DefaultHttpxClient keeps the SDK's own transport defaults (TCP keepalive, redirects,
+    # proxies from the environment); we only widen the pool.
+    http_client = anthropic.DefaultHttpxClient(
+        timeout=timeout,
+        limits=httpx2.Limits(
+            max_connections=POOL_MAX_CONNECTIONS,
+            max_keepalive_connections=POOL_MAX_KEEPALIVE_CONNECTIONS,
+        ),
+    )
+    return anthropic.Anthropic(
+        api_key=endpoint.api_key,
+        base_url=endpoint.base_url,
+        max_retries=0,
+        timeout=timeout,
+        http_client=http_client,
+    )
+
+
+def redact_secrets(text: str) -> str:
+    """Remove every API key this process knows from ``text`` (defence in depth for messages)."""
+    secrets = {key for key, _url, _timeout in list(_clients)}
+    configured = conf.api_key().strip()
+    if configured:
+        secrets.add(configured)
+    for secret in secrets:
+        if secret and len(secret) >= 6 and secret in text:
+            text = text.replace(secret, "[redacted API key]")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+
+
+def create_message(
+    *, params: Mapping[str, Any], extra_headers: Mapping[str, str] | None = None
+) -> ClientResponse[dict[str, Any]]:
+    """POST /v1/messages once, non-streaming. ``params`` is the full Messages body.
+
+    Returns the message as a dict (``id``, ``model``, ``content``, ``stop_reason``, ``usage``…).
+    """
+    client = get_client()
+    required, body = _split_message_params(params)
+    try:
+        raw = client.messages.with_raw_response.create(
+            **required,
+            extra_body=body,
+            extra_headers=dict(extra_headers or {}),
+            timeout=client.timeout,
+        )
+        message = raw.parse()
+        return ClientResponse(
+            value=_message_dict(message),
+            status=raw.status_code,
+            headers=_headers_dict(raw.headers),
+            request_id=raw.request_id,
+            billed=True,
+        )
+    except Exception as err:
+        raise _translate(err) from err
+
+
+def stream_message(
+    *, params: Mapping[str, Any], extra_headers: Mapping[str, str] | None = None
+) -> ClientResponse[dict[str, Any]]:
+    """POST /v1/messages once with ``stream: true`` and accumulate the stream into one message.
+
+    An ``event: error`` after the HTTP 200 (e.g. ``overloaded_error``) becomes an
+    :class:`AttemptFailure` with status 200 and that error type; a stream that ends without
+    ``message_stop`` (connection dropped) becomes a network failure. Either way nothing was
+    billed, so the caller may retry it.
+    """
+    client = get_client()
+    required, body = _split_message_params(params)
+    try:
+        with client.messages.stream(
+            **required,
+            extra_body=body,
+            extra_headers=dict(extra_headers or {}),
+            timeout=client.timeout,
+        ) as stream:
+            completed = False
+            for event in stream:
+                if event.type == "message_stop":
+                    completed = True
+            headers = _headers_dict(stream.response.headers)
+            if not completed:
+                raise AttemptFailure(
+                    status=None,
+                    error_type="connection_error",
+                    message="the stream ended before message_stop",
+                    request_id=stream.request_id,
+                    headers=headers,
+                )
+            message = stream.get_final_message()
+            return ClientResponse(
+                value=_message_dict(message),
+                status=stream.response.status_code,
+                headers=headers,
+                request_id=stream.request_id,
+                billed=True,
+            )
+    except AttemptFailure:
+        raise
+    except Exception as err:
+        raise _translate(err) from err
+
+
+def _split_message_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split the body into the SDK's three required arguments and the body sent verbatim.
+
+    The whole body (minus ``stream``, which the function chooses) goes in ``extra_body`` so
+    fields the SDK's signature does not name (``temperature``, new API fields) reach the API
+    unchanged; the SDK gives ``extra_body`` precedence over its own arguments.
+    """
+    body = {key: value for key, value in params.items() if key != "stream"}
+    required = {name: params[name] for name in ("model", "max_tokens", "messages")}
+    return required, body
+
+
+def _message_dict(message: Any) -> dict[str, Any]:
+    data: dict[str, Any] = message.model_dump(mode="json")
+    data["content"] = [
+        block.model_dump(mode="json", exclude_none=True) for block in message.content
+    ]
+    # Structured-output helpers add a parsed copy of the text; the text block itself is the truth.
+    data.pop("parsed_output", None)
+    for block in data["content"]:
+        block.pop("parsed_output", None)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Message Batches (single attempts; the batch route decides about retrying)
+
+
+def create_batch(
+    *, requests: Sequence[Mapping[str, Any]], extra_headers: Mapping[str, str] | None = None
+) -> ClientResponse[dict[str, Any]]:
+    """POST /v1/messages/batches once. ``requests`` are ``{custom_id, params}`` dicts, sent verbatim."""
+    client = get_client()
+    plain_requests = [dict(request) for request in requests]
+    try:
+        raw = client.messages.batches.with_raw_response.create(
+            requests=plain_requests,  # type: ignore[arg-type]
+            extra_body={"requests": plain_requests},
+            extra_headers=dict(extra_headers or {}),
+        )
+        return _batch_response(raw)
+    except Exception as err:
+        raise _translate(err) from err
+
+
+def retrieve_batch(*, batch_id: str) -> ClientResponse[dict[str, Any]]:
+    """GET /v1/messages/batches/{id} once."""
+    client = get_client()
+    try:
+        raw = client.messages.batches.with_raw_response.retrieve(batch_id)
+        return _batch_response(raw)
+    except Exception as err:
+        raise _translate(err) from err
+
+
+def cancel_batch(*, batch_id: str) -> ClientResponse[dict[str, Any]]:
+    """POST /v1/messages/batches/{id}/cancel once."""
+    client = get_client()
+    try:
+        raw = client.messages.batches.with_raw_response.cancel(batch_id)
+        return _batch_response(raw)
+    except Exception as err:
+        raise _translate(err) from err
+
+
+def iter_batch_results(*, batch_id: str) -> Iterator[dict[str, Any]]:
+    """Yield each result line of an ended batch as a dict ``{custom_id, result: {type, …}}``.
+
+    The SDK retrieves the batch and follows its ``results_url``. A failure while reading raises
+    :class:`AttemptFailure`; results already yielded stay valid, so a caller that retries must
+    skip the ``custom_id`` values it has already handled.
+    """
+    client = get_client()
+    try:
+        decoder = client.messages.batches.results(batch_id)
+        # closing() releases the connection when the consumer stops iterating early.
+        with contextlib.closing(decoder):
+            for line in decoder:
+                yield line.model_dump(mode="json", exclude_none=True)
+    except AttemptFailure:
+        raise
+    except Exception as err:
+        raise _translate(err) from err
+
+
+def _batch_response(raw: Any) -> ClientResponse[dict[str, Any]]:
+    batch = raw.parse()
+    return ClientResponse(
+        value=batch.model_dump(mode="json"),
+        status=raw.status_code,
+        headers=_headers_dict(raw.headers),
+        request_id=raw.request_id,
+        billed=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Error translation
+
+
+def _translate(err: Exception) -> AttemptFailure:
+    """Map any SDK/httpx exception from one attempt onto an :class:`AttemptFailure`."""
+    if isinstance(err, AttemptFailure):
+        return err
+    if isinstance(err, anthropic.APIStatusError):
+        headers = _headers_dict(err.response.headers)
+        body = err.body
+        error_type = err.type or _body_str(body, "error", "type")
+        message = err.api_message or _body_str(body, "error", "message") or str(err)
+        request_id = err.request_id or _body_str(body, "request_id")
+        return AttemptFailure(
+            status=err.status_code,
+            error_type=error_type,
+            message=message,
+            request_id=request_id,
+            headers=headers,
+            retry_after_s=parse_retry_after(headers),
+            error_code=err.error_code,
+        )
+    if isinstance(err, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return AttemptFailure(
+            status=None, error_type="timeout", message="the request timed out before a response"
+        )
+    if isinstance(err, anthropic.APIConnectionError):
+        cause = err.__cause__ or err.__context__
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else err.message
+        return AttemptFailure(
+            status=None, error_type="connection_error", message=f"connection failed ({detail})"
+        )
+    if isinstance(err, httpx2.HTTPError | httpx2.StreamError):
+        # Raised while reading a body or stream after the status line arrived: the SDK only
+        # wraps errors that happen while sending.
+        return AttemptFailure(
+            status=None,
+            error_type="connection_error",
+            message=f"connection failed while reading the response ({type(err).__name__}: {err})",
+        )
+    if isinstance(err, anthropic.APIResponseValidationError):
+        return AttemptFailure(
+            status=err.status_code,
+            error_type="invalid_response",
+            message=f"the API returned data the SDK could not parse: {err.message}",
+            request_id=err.response.headers.get("request-id"),
+            headers=_headers_dict(err.response.headers),
+        )
+    raise err
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait: ``retry-after-ms``, else ``retry-after`` (seconds or
+    an HTTP date). ``None`` when absent or unparseable; never negative."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            millis = float(raw_ms)
+        except ValueError:
+            millis = math.nan
+        if math.isfinite(millis):
+            return max(0.0, millis / 1000.0)
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(raw)
+        if parsed is None:
+            return None
+        current = time.time() if now is None else now
+        return max(0.0, float(email.utils.mktime_tz(parsed)) - current)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _headers_dict(headers: Any) -> dict[str, str]:
+    return {str(key).lower(): str(value) for key, value in headers.items()}
+
+
+def _body_str(body: object, *path: str) -> str | None:
+    current = body
+    for key in path:
+        if not isinstance(current, Mapping):
+            return None
+        current = current.get(key)
+    return current if isinstance(current, str) else None

@@ -1,0 +1,116 @@
+"""Send one message to Claude well: retry under the policy, report every attempt.
+
+This is the transport's front door. It knows nothing of users, quotas or limits: the caller
+(queueing) passes hooks to block before each attempt, learn from every response's headers and
+record each attempt. Only queueing calls ``send_message`` (a test enforces it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from llm_calls import client
+from llm_calls.retry import ClaudeCallError, RetryPolicy, call_with_retry
+from llm_calls.types import Attempt, MessageResult, Usage
+
+
+def send_message(
+    *,
+    params: Mapping[str, Any],
+    stream: bool = False,
+    policy: RetryPolicy | None = None,
+    on_attempt: Callable[[Attempt], None] | None = None,
+    on_response_headers: Callable[[int | None, Mapping[str, str]], None] | None = None,
+    before_attempt: Callable[[int], None] | None = None,
+    client_request_id: str | None = None,
+) -> MessageResult:
+    """Send the Messages body ``params`` (model, max_tokens, messages, system, tools, …).
+
+    ``stream=True`` uses the streaming endpoint and accumulates the stream (long generations
+    then never hit an idle-read timeout); the result is the same. Each attempt n sends
+    ``x-client-request-id: {client_request_id}-a{n}`` when an id is given, so every attempt can
+    be matched to the API's records. Hooks: see ``llm_calls.retry.call_with_retry``.
+
+    Raises ``ClaudeCallError`` — with ``attempts=0`` and nothing sent when ``params`` is
+    malformed, else after the retry policy gave up. Raises ``ImproperlyConfigured`` when no
+    endpoint is configured, before any hook runs.
+    """
+    problem = params_problem(params)
+    if problem is not None:
+        raise ClaudeCallError.not_sent(problem)
+    client.get_client()  # fail on missing configuration before admitting anything
+
+    def attempt(number: int) -> client.ClientResponse[dict[str, Any]]:
+        headers = (
+            {"x-client-request-id": f"{client_request_id}-a{number}"} if client_request_id else None
+        )
+        if stream:
+            return client.stream_message(params=params, extra_headers=headers)
+        return client.create_message(params=params, extra_headers=headers)
+
+    outcome = call_with_retry(
+        attempt=attempt,
+        policy=policy or RetryPolicy.from_settings(),
+        on_attempt=on_attempt,
+        on_response_headers=on_response_headers,
+        before_attempt=before_attempt,
+    )
+    return message_result_from_api(
+        message=outcome.response.value,
+        request_id=outcome.response.request_id,
+        attempts=outcome.attempts,
+        latency_ms=outcome.latency_ms,
+    )
+
+
+def message_result_from_api(
+    *,
+    message: Mapping[str, Any],
+    request_id: str | None,
+    attempts: tuple[Attempt, ...],
+    latency_ms: float,
+) -> MessageResult:
+    """Reduce an API message dict to a ``MessageResult`` (also used for batch results)."""
+    raw_content = message.get("content") or []
+    content = tuple(dict(block) for block in raw_content if isinstance(block, Mapping))
+    text = "".join(str(block.get("text", "")) for block in content if block.get("type") == "text")
+    return MessageResult(
+        message_id=str(message.get("id", "")),
+        model=str(message.get("model", "")),
+        text=text,
+        stop_reason=message.get("stop_reason"),
+        usage=Usage.from_api(message.get("usage")),
+        request_id=request_id,
+        attempts=attempts,
+        latency_ms=latency_ms,
+        content=content,
+    )
+
+
+def params_problem(params: object) -> str | None:
+    """What is wrong with a Messages body that makes sending it pointless, or ``None``.
+
+    Only the shape the transport itself needs is checked here; the API validates the rest
+    (and its 400 is never retried).
+    """
+    if not isinstance(params, Mapping):
+        return f"params must be a mapping (the Messages API body), got {type(params).__name__}"
+    missing = [name for name in ("model", "max_tokens", "messages") if name not in params]
+    if missing:
+        return "params is missing required field(s): " + ", ".join(missing)
+    model = params["model"]
+    if not isinstance(model, str) or not model.strip():
+        return f"params.model must be a non-empty string, got {model!r}"
+    max_tokens = params["max_tokens"]
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        return f"params.max_tokens must be an integer >= 0, got {max_tokens!r}"
+    messages = params["messages"]
+    if not isinstance(messages, list | tuple) or not messages:
+        return "params.messages must be a non-empty list of {role, content} messages"
+    try:
+        json.dumps(params)
+    except (TypeError, ValueError) as err:
+        return f"params is not JSON-serialisable: {err}"
+    return None

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest
+
+from queueing.auth import api_token_create
+from queueing.models import ApiToken, LLMRequest, Membership, Organization, Quota
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+class QuotaInline(admin.StackedInline):
+    model = Quota
+    extra = 0
+    fk_name = "organization"
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ["name", "created_at"]
+    search_fields = ["name"]
+    inlines = [QuotaInline, MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "organization", "role"]
+    list_filter = ["organization", "role"]
+    search_fields = ["user__username", "organization__name"]
+    autocomplete_fields = ["user", "organization"]
+
+
+@admin.register(Quota)
+class QuotaAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "tokens_per_day",
+        "tokens_per_month",
+        "usd_per_day",
+        "usd_per_month",
+        "max_concurrent",
+        "weight",
+        "allowed_priorities",
+    ]
+    search_fields = ["user__username", "organization__name"]
+    autocomplete_fields = ["user", "organization"]
+
+
+@admin.register(LLMRequest)
+class LLMRequestAdmin(admin.ModelAdmin):
+    """Requests are facts: staff may inspect and filter them, not rewrite them."""
+
+    list_display = [
+        "id",
+        "user",
+        "session_id",
+        "model",
+        "priority",
+        "status",
+        "attempts",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "priority", "model"]
+    search_fields = ["user__username", "session_id", "=id"]
+    date_hierarchy = "created_at"
+    list_select_related = ["user"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked"]
+    list_filter = ["revoked"]
+    search_fields = ["name", "user__username", "prefix"]
+    autocomplete_fields = ["user"]
+    fields = ["user", "name", "revoked", "prefix", "created_at", "last_used_at"]
+    readonly_fields = ["prefix", "created_at", "last_used_at"]
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, raw = api_token_create(user=obj.user, name=obj.name)
+        obj.pk = token.pk
+        obj.key_hash, obj.prefix, obj.created_at = token.key_hash, token.prefix, token.created_at
+        messages.warning(
+            request, f"Copy this token now; it is not stored and will not be shown again: {raw}"
+        )

@@ -1,0 +1,203 @@
+"""The JSON API: submit, status (with queue position and ETA), result, cancel.
+
+Authenticated by the browser session (CSRF enforced on writes) or by an API token
+(``Authorization: Bearer gwt_…`` / ``Token gwt_…``; no CSRF, no cookies involved). Every error
+is a JSON body ``{"error": {"type", "message", "field"?}}`` with a fitting status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from llm_calls.validation import InvalidRequest
+from queueing import eta, selectors, services
+from queueing.auth import bearer_token, user_for_token
+from queueing.models import LLMRequest
+
+View = Callable[..., HttpResponse]
+
+SUBMIT_FIELDS = {
+    "session_id",
+    "model",
+    "messages",
+    "max_tokens",
+    "priority",
+    "system",
+    "tools",
+    "temperature",
+    "stop_sequences",
+    "metadata",
+    "response_cache",
+    "shared",
+    "batch",
+}
+
+
+def error(http_status: int, kind: str, message: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"error": {"type": kind, "message": message, **extra}}, status=http_status)
+
+
+def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
+    def no_response(req: HttpRequest) -> HttpResponse:
+        return HttpResponse()
+
+    return CsrfViewMiddleware(no_response).process_view(request, no_response, (), {})
+
+
+def api_view(*methods: str) -> Callable[[View], View]:
+    def decorate(view: View) -> View:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                return error(405, "method_not_allowed", f"use {' or '.join(methods)}")
+            raw = bearer_token(request)
+            if raw is not None:
+                user = user_for_token(raw)
+                if user is None:
+                    return error(401, "authentication_error", "invalid or revoked API token")
+                request.user = user
+            else:
+                if not request.user.is_authenticated:
+                    return error(
+                        401,
+                        "authentication_error",
+                        "log in or send Authorization: Bearer <API token>",
+                    )
+                if request.method not in ("GET", "HEAD", "OPTIONS"):
+                    rejected = _csrf_failure(request)
+                    if rejected is not None:
+                        return error(403, "csrf_error", "CSRF token missing or incorrect")
+            try:
+                return view(request, *args, **kwargs)
+            except Http404:
+                return error(404, "not_found", "no such request")
+
+        return wrapper
+
+    return decorate
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise InvalidRequest("body", "is larger than this server accepts") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("body", "is not valid UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            "body", f"is not valid JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    return data
+
+
+def _bool_field(data: dict[str, Any], name: str) -> bool:
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidRequest(name, "must be true or false")
+    return value
+
+
+@api_view("GET", "POST")
+def requests_collection(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        status = request.GET.get("status") or None
+        if status not in (None, "pending", "finished", *LLMRequest.Status.values):
+            return error(
+                400, "invalid_request", f"unknown status filter {status!r}", field="status"
+            )
+        rows = selectors.requests_for_user(user=request.user, status=status)
+        return JsonResponse(
+            {"requests": [selectors.request_as_json(r, position=eta.queue_status(r)) for r in rows]}
+        )
+    try:
+        data = _json_body(request)
+        unknown = sorted(set(data) - SUBMIT_FIELDS)
+        if unknown:
+            raise InvalidRequest(unknown[0], "is not a field of this API")
+        # Types are checked by submit_request itself (check_submission), with field names.
+        fields: dict[str, Any] = {
+            name: data.get(name)
+            for name in ("session_id", "model", "messages", "max_tokens", "system", "tools")
+            + ("temperature", "stop_sequences", "metadata")
+        }
+        created = services.submit_request(
+            user=request.user,
+            priority=data.get("priority", "query"),
+            **fields,
+            use_response_cache=_bool_field(data, "response_cache"),
+            response_cache_shared=_bool_field(data, "shared"),
+            batch=_bool_field(data, "batch"),
+        )
+    except InvalidRequest as exc:
+        return error(400, "invalid_request", str(exc), field=exc.field)
+    except services.QuotaExceeded as exc:
+        return error(429, "quota_exceeded", str(exc), request_id=exc.request.pk)
+    body = selectors.request_as_json(created, position=eta.queue_status(created))
+    return JsonResponse(body, status=202, headers={"Location": f"/api/v1/requests/{created.pk}"})
+
+
+@api_view("GET")
+def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    row = selectors.request_for_user(user=request.user, pk=pk)
+    return JsonResponse(selectors.request_as_json(row, position=eta.queue_status(row)))
+
+
+@api_view("GET")
+def request_result(request: HttpRequest, pk: int) -> HttpResponse:
+    """The answer; ``?wait=S`` (at most 60) long-polls until it is ready."""
+    row = selectors.request_for_user(user=request.user, pk=pk)
+    raw_wait = request.GET.get("wait", "0")
+    try:
+        wait = float(raw_wait)
+    except ValueError:
+        return error(
+            400,
+            "invalid_request",
+            f"wait must be a number of seconds, got {raw_wait!r}",
+            field="wait",
+        )
+    if not 0 <= wait <= 60:
+        return error(400, "invalid_request", "wait must be between 0 and 60 seconds", field="wait")
+    if not row.is_terminal and wait > 0:
+        try:
+            row = services.wait_for_result(request_id=row.pk, timeout_s=wait)
+        except TimeoutError:
+            row.refresh_from_db()
+    if not row.is_terminal:
+        return error(409, "not_ready", f"request {row.pk} is still {row.status}", status=row.status)
+    return JsonResponse(selectors.request_as_json(row))
+
+
+@api_view("POST")
+def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    row = selectors.request_for_user(user=request.user, pk=pk)
+    try:
+        row = services.cancel_request(request=row, by_user=request.user)
+    except services.CannotCancel as exc:
+        return error(409, "cannot_cancel", str(exc), status=row.status)
+    except LLMRequest.DoesNotExist:
+        return error(404, "not_found", "no such request")
+    return JsonResponse(selectors.request_as_json(row))
+
+
+@api_view("GET")
+def queue_stats(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        return error(403, "permission_error", "staff only")
+    return JsonResponse(eta.queue_overview())

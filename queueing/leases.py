@@ -1,0 +1,82 @@
+"""Leases: how the gateway knows a dispatched request still has a live worker.
+
+A lease is a Redis key ``gw:lease:<request id>`` with a short TTL. The dispatcher takes it when it
+hands a request to RQ; the thread running the call holds it (``held``), and one keeper thread
+per worker process renews every lease the process holds. A worker that is SIGKILLed stops
+renewing, its leases expire, and ``services.recover_orphans`` queues those requests again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+from ratelimit_project.redis import get_redis
+
+LEASE_TTL_S = 30
+DISPATCH_LEASE_TTL_S = 120  # covers the wait in the RQ queue before a thread picks the job up
+RENEW_EVERY_S = 5.0
+
+_held: set[int] = set()
+_held_lock = threading.Lock()
+_keeper: threading.Thread | None = None
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _key(request_id: int) -> str:
+    return f"gw:lease:{request_id}"
+
+
+def take_for_dispatch(request_id: int) -> None:
+    get_redis().set(_key(request_id), OWNER, ex=DISPATCH_LEASE_TTL_S)
+
+
+def is_held(request_id: int) -> bool:
+    return bool(get_redis().exists(_key(request_id)))
+
+
+@contextlib.contextmanager
+def held(request_id: int) -> Iterator[None]:
+    """Hold the lease while the body runs; the process's keeper thread renews it."""
+    global _keeper
+    get_redis().set(_key(request_id), OWNER, ex=LEASE_TTL_S)
+    with _held_lock:
+        _held.add(request_id)
+        if _keeper is None or not _keeper.is_alive() or _keeper_pid != os.getpid():
+            _start_keeper()
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held.discard(request_id)
+        with contextlib.suppress(Exception):
+            get_redis().delete(_key(request_id))
+
+
+_keeper_pid = 0
+
+
+def _start_keeper() -> None:
+    global _keeper, _keeper_pid
+    _keeper_pid = os.getpid()
+    _keeper = threading.Thread(target=_renew_forever, name="lease-keeper", daemon=True)
+    _keeper.start()
+
+
+def _renew_forever() -> None:
+    stop = threading.Event()
+    while not stop.wait(RENEW_EVERY_S):
+        with _held_lock:
+            ids = list(_held)
+        if not ids:
+            continue
+        try:
+            pipe = get_redis().pipeline(transaction=False)
+            for request_id in ids:
+                pipe.set(_key(request_id), OWNER, ex=LEASE_TTL_S)
+            pipe.execute()
+        except Exception:  # Redis restarting: try again next round, the TTL leaves room
+            continue

@@ -1,0 +1,655 @@
+"""Both doors into the gateway, and what a worker does with one request.
+
+- ``submit_request`` (queued): validate, persist the row (the source of truth), reserve quota,
+  put the request in the fair scheduler, return at once. A dispatcher releases it when the rate
+  limiter can admit it; an RQ job then runs ``execute_request``.
+- ``call_claude`` (synchronous): the same validation, quota and limiter, without the queue.
+
+Every path that reaches Anthropic goes through ``execute_request`` → ``llm_calls.services
+.send_message`` with the limiter's hooks and ends in ``usage.services.record_call``: that is how
+"no call bypasses the limiter, the retry policy and tracking" stays true.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import OperationalError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from llm_calls import catalog
+from llm_calls.retry import ClaudeCallError
+from llm_calls.services import send_message
+from llm_calls.tokens import estimate_input_tokens
+from llm_calls.types import Attempt, MessageResult
+from llm_calls.validation import InvalidRequest, check_message_params
+from queueing import conf, eta, leases, notifications, quotas
+from queueing.limiter import Reservation, get_limiter, itpm_charge
+from queueing.models import LLMRequest, Membership, Quota
+from queueing.scheduler import get_scheduler
+from usage import pricing
+from usage import services as usage_services
+from usage.models import AuditLog
+
+log = logging.getLogger(__name__)
+
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+Status = LLMRequest.Status
+
+
+class QuotaExceeded(Exception):
+    """Admission refused by a quota. The request row exists with status ``rejected``."""
+
+    def __init__(self, request: LLMRequest, message: str) -> None:
+        self.request = request
+        super().__init__(message)
+
+
+class RequestFailed(Exception):
+    """A synchronous call ended without an answer; ``request.error_message`` says why."""
+
+    def __init__(self, request: LLMRequest) -> None:
+        self.request = request
+        super().__init__(request.error_message or f"request {request.pk} {request.status}")
+
+
+class CannotCancel(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated request, ready to persist."""
+
+    body: dict[str, Any]
+    estimated_input_tokens: int
+    worst_case_tokens: int
+    worst_case_usd: Decimal
+
+
+def check_submission(
+    *,
+    user: AbstractBaseUser | AnonymousUser | None,
+    session_id: Any,
+    model: Any,
+    messages: Any,
+    max_tokens: Any,
+    priority: Any,
+    system: Any = None,
+    tools: Any = None,
+    temperature: Any = None,
+    stop_sequences: Any = None,
+    metadata: Any = None,
+) -> Submission:
+    """Validate everything a caller sends; raise InvalidRequest naming the first problem."""
+    if (
+        user is None
+        or not getattr(user, "is_authenticated", False)
+        or not getattr(user, "is_active", False)
+    ):
+        raise InvalidRequest("user", "an active, authenticated user is required")
+    if not isinstance(session_id, str) or not SESSION_ID_RE.match(session_id):
+        raise InvalidRequest(
+            "session_id",
+            "must be 1-128 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit",
+        )
+    classes = conf.priority_class_names()
+    if not isinstance(priority, str) or priority not in classes:
+        raise InvalidRequest(
+            "priority", f"unknown priority {priority!r}; choose one of: {', '.join(classes)}"
+        )
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+    for key, value in (
+        ("system", system),
+        ("tools", tools),
+        ("temperature", temperature),
+        ("stop_sequences", stop_sequences),
+        ("metadata", metadata),
+    ):
+        if value is not None:
+            body[key] = value
+    check_message_params(body)
+    estimated = estimate_input_tokens(body)
+    worst_tokens = estimated + int(max_tokens)
+    return Submission(
+        body=body,
+        estimated_input_tokens=estimated,
+        worst_case_tokens=worst_tokens,
+        worst_case_usd=_worst_case_usd(
+            model=str(model), input_tokens=estimated, max_tokens=int(max_tokens)
+        ),
+    )
+
+
+def _worst_case_usd(*, model: str, input_tokens: int, max_tokens: int) -> Decimal:
+    """The most this call can cost (quota reservations); 0 when no price is on file yet."""
+    price = usage_services.price_for(model=model, on=timezone.now().date())
+    if price is None:
+        return Decimal(0)
+    return pricing.worst_case_cost_usd(
+        price=price, input_tokens=input_tokens, max_tokens=max_tokens
+    )
+
+
+def _organization_id(user: Any) -> int | None:
+    membership = Membership.objects.filter(user_id=user.pk).only("organization_id").first()
+    return membership.organization_id if membership else None
+
+
+def fair_share_weight(*, user_id: int, organization_id: int | None) -> float:
+    """The user's own quota weight, else their organization's, else 1."""
+    quota = Quota.objects.filter(user_id=user_id).only("weight").first()
+    if quota is None and organization_id is not None:
+        quota = Quota.objects.filter(organization_id=organization_id).only("weight").first()
+    return float(quota.weight) if quota else 1.0
+
+
+def _persist(
+    *,
+    user: Any,
+    session_id: str,
+    priority: str,
+    submission: Submission,
+    status: str,
+    use_response_cache: bool,
+    response_cache_shared: bool,
+    use_batch: bool,
+) -> LLMRequest:
+    body = submission.body
+    return LLMRequest.objects.create(
+        user=user,
+        organization_id=_organization_id(user),
+        session_id=session_id,
+        model=body["model"],
+        priority=priority,
+        params={k: v for k, v in body.items() if k not in ("model", "max_tokens")},
+        max_tokens=body["max_tokens"],
+        status=status,
+        estimated_input_tokens=submission.estimated_input_tokens,
+        reserved_tokens=submission.worst_case_tokens,
+        reserved_usd=submission.worst_case_usd,
+        use_response_cache=use_response_cache,
+        response_cache_shared=response_cache_shared,
+        use_batch=use_batch,
+    )
+
+
+def _admit_quota(*, request: LLMRequest, submission: Submission) -> None:
+    check = quotas.admit(
+        user_id=request.user_id,
+        org_id=request.organization_id,
+        request_id=request.pk,
+        tokens=submission.worst_case_tokens,
+        usd=submission.worst_case_usd,
+        priority=request.priority,
+    )
+    if not check.admitted:
+        LLMRequest.objects.filter(pk=request.pk).update(
+            status=Status.REJECTED,
+            error_type="quota_exceeded",
+            error_message=check.message,
+            finished_at=timezone.now(),
+        )
+        request.refresh_from_db()
+        raise QuotaExceeded(request, check.message)
+
+
+def _schedule(request: LLMRequest) -> None:
+    scheduler = get_scheduler()
+    scheduler.enqueue(
+        request_id=request.pk,
+        user_key=f"u{request.user_id}",
+        priority=request.priority,
+        cost=request.estimated_input_tokens + request.max_tokens,
+        weight=fair_share_weight(user_id=request.user_id, organization_id=request.organization_id),
+        enqueued_at=request.created_at.timestamp(),
+    )
+    notifications.wake_dispatchers()
+
+
+def submit_request(
+    *,
+    user: Any,
+    session_id: str,
+    model: str,
+    messages: Sequence[Mapping[str, Any]],
+    max_tokens: int,
+    priority: str = "query",
+    system: str | Sequence[Mapping[str, Any]] | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    temperature: float | None = None,
+    stop_sequences: Sequence[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    use_response_cache: bool = False,
+    response_cache_shared: bool = False,
+    batch: bool = False,
+) -> LLMRequest:
+    """Queue one Messages call and return its row at once (status ``queued``).
+
+    Raises InvalidRequest (nothing written) or QuotaExceeded (row kept as ``rejected``, so what a
+    user submitted is never lost). Wait for the answer with ``wait_for_result``.
+    """
+    submission = check_submission(
+        user=user,
+        session_id=session_id,
+        model=model,
+        messages=messages,
+        max_tokens=max_tokens,
+        priority=priority,
+        system=system,
+        tools=tools,
+        temperature=temperature,
+        stop_sequences=stop_sequences,
+        metadata=metadata,
+    )
+    request = _persist(
+        user=user,
+        session_id=session_id,
+        priority=priority,
+        submission=submission,
+        status=Status.QUEUED,
+        use_response_cache=use_response_cache,
+        response_cache_shared=response_cache_shared,
+        use_batch=batch or priority in conf.batch_priority_classes(),
+    )
+    _admit_quota(request=request, submission=submission)
+    _schedule(request)
+    predicted = eta.predict_wait_s(request=request)
+    if predicted is not None:
+        LLMRequest.objects.filter(pk=request.pk).update(predicted_wait_s=predicted)
+        request.predicted_wait_s = predicted
+    return request
+
+
+def call_claude(
+    *,
+    user: Any,
+    session_id: str,
+    model: str,
+    messages: Sequence[Mapping[str, Any]],
+    max_tokens: int,
+    priority: str = "interactive",
+    system: str | Sequence[Mapping[str, Any]] | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    temperature: float | None = None,
+    stop_sequences: Sequence[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    use_response_cache: bool = False,
+    response_cache_shared: bool = False,
+    timeout_s: float | None = None,
+) -> LLMRequest:
+    """Answer inline: quota and limiter apply, the queue does not. Returns the succeeded row.
+
+    Raises InvalidRequest, QuotaExceeded, or RequestFailed (the call failed after retries, or
+    the limiter could not admit it within ``timeout_s``).
+    """
+    submission = check_submission(
+        user=user,
+        session_id=session_id,
+        model=model,
+        messages=messages,
+        max_tokens=max_tokens,
+        priority=priority,
+        system=system,
+        tools=tools,
+        temperature=temperature,
+        stop_sequences=stop_sequences,
+        metadata=metadata,
+    )
+    request = _persist(
+        user=user,
+        session_id=session_id,
+        priority=priority,
+        submission=submission,
+        status=Status.QUEUED,
+        use_response_cache=use_response_cache,
+        response_cache_shared=response_cache_shared,
+        use_batch=False,
+    )
+    _admit_quota(request=request, submission=submission)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    reservation = reserve_blocking(request=request, deadline=deadline)
+    if reservation is None:
+        _finish_failed(
+            request=request,
+            dispatch=0,
+            error_type="limiter_timeout",
+            message=f"the rate limiter could not admit this call within {timeout_s} s",
+            attempts=(),
+            last_status=None,
+            request_id=None,
+            reservation=None,
+        )
+        request.refresh_from_db()
+        raise RequestFailed(request)
+    dispatch = _mark_dispatched(request_id=request.pk)
+    if dispatch is None:  # cancelled in between
+        get_limiter().release(reservation=reservation)
+        request.refresh_from_db()
+        raise RequestFailed(request)
+    execute_request(request_id=request.pk, reservation=reservation, dispatch=dispatch)
+    request.refresh_from_db()
+    if request.status != Status.SUCCEEDED:
+        raise RequestFailed(request)
+    return request
+
+
+def reserve_blocking(*, request: LLMRequest, deadline: float | None) -> Reservation | None:
+    """Wait until the limiter admits this request's estimate; None if the deadline passes first."""
+    limiter = get_limiter()
+    model_class = catalog.model_class(request.model)
+    estimate = math.ceil(request.estimated_input_tokens * limiter.estimate_factor(model_class))
+    while True:
+        admission = limiter.try_reserve(
+            model_class=model_class, input_tokens=estimate, output_tokens=request.max_tokens
+        )
+        if admission.admitted and admission.reservation is not None:
+            return admission.reservation
+        wait = max(0.01, min(admission.wait_s, 1.0))
+        if deadline is not None and time.monotonic() + wait > deadline:
+            return None
+        time.sleep(wait)
+
+
+def _mark_dispatched(*, request_id: int) -> int | None:
+    """Queued → dispatched; returns the new dispatch number, None if it is no longer queued."""
+    with transaction.atomic():
+        updated = LLMRequest.objects.filter(pk=request_id, status=Status.QUEUED).update(
+            status=Status.DISPATCHED,
+            dispatch_count=F("dispatch_count") + 1,
+            dispatched_at=timezone.now(),
+        )
+        if not updated:
+            return None
+        return int(LLMRequest.objects.values_list("dispatch_count", flat=True).get(pk=request_id))
+
+
+def cancel_request(*, request: LLMRequest, by_user: Any) -> LLMRequest:
+    """Cancel a queued request of the caller's own (staff may cancel anyone's)."""
+    if request.user_id != by_user.pk and not by_user.is_staff:
+        raise LLMRequest.DoesNotExist  # never reveal that someone else's request exists
+    updated = LLMRequest.objects.filter(pk=request.pk, status=Status.QUEUED).update(
+        status=Status.CANCELLED,
+        finished_at=timezone.now(),
+        error_type="cancelled",
+        error_message="cancelled by user",
+    )
+    request.refresh_from_db()
+    if not updated:
+        raise CannotCancel(
+            f"request {request.pk} is {request.status} and can no longer be cancelled"
+        )
+    get_scheduler().remove(request_id=request.pk)
+    quotas.release(user_id=request.user_id, org_id=request.organization_id, request_id=request.pk)
+    notifications.notify_done(request.pk)
+    return request
+
+
+def wait_for_result(*, request_id: int, timeout_s: float) -> LLMRequest:
+    """Block until the request is terminal; raises TimeoutError with its last status otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        request = LLMRequest.objects.get(pk=request_id)
+        if request.is_terminal:
+            return request
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(
+                f"request {request_id} is still {request.status} after {timeout_s} s"
+            )
+        notifications.wait_done(request_id, timeout_s=min(remaining, 1.0))
+
+
+# --- execution on a worker -------------------------------------------------------------------
+
+
+def _client_request_id(request_id: int, dispatch: int) -> str:
+    return f"llmreq-{request_id}-d{dispatch}"
+
+
+def execute_request(*, request_id: int, reservation: Reservation | None, dispatch: int) -> None:
+    """Make the call for one dispatched request and record its outcome exactly once.
+
+    Idempotent per (request, dispatch): a stale or redelivered job finds the row already past
+    this dispatch and does nothing. Retries inside the call each pass the limiter again.
+    """
+    limiter = get_limiter()
+    started = LLMRequest.objects.filter(
+        pk=request_id, status=Status.DISPATCHED, dispatch_count=dispatch
+    ).update(status=Status.RUNNING, started_at=timezone.now())
+    if not started:
+        if reservation is not None:
+            limiter.release(reservation=reservation)
+        return
+    request = LLMRequest.objects.get(pk=request_id)
+    model_class = catalog.model_class(request.model)
+    state: dict[str, Any] = {"reservation": reservation}
+    attempts: list[Attempt] = []
+
+    def before_attempt(number: int) -> None:
+        if number == 1 and state["reservation"] is not None:
+            return
+        previous = state["reservation"]
+        if previous is not None:
+            # The previous attempt was not billed: give back its tokens, keep the request it used.
+            limiter.reconcile(reservation=previous, input_tokens=0, output_tokens=0)
+        state["reservation"] = reserve_blocking(request=request, deadline=None)
+
+    def on_attempt(attempt: Attempt) -> None:
+        attempts.append(attempt)
+
+    def on_headers(status: int | None, headers: Mapping[str, str]) -> None:
+        limiter.observe_headers(model_class=model_class, status=status, headers=headers)
+
+    body = {"model": request.model, "max_tokens": request.max_tokens, **request.params}
+    with leases.held(request_id):
+        try:
+            result = send_message(
+                params=body,
+                before_attempt=before_attempt,
+                on_attempt=on_attempt,
+                on_response_headers=on_headers,
+                client_request_id=_client_request_id(request_id, dispatch),
+            )
+        except ClaudeCallError as error:
+            _finish_failed(
+                request=request,
+                dispatch=dispatch,
+                error_type=error.last_error_type or "error",
+                message=str(error),
+                attempts=tuple(error.attempt_log),
+                last_status=error.last_status,
+                request_id=error.request_id,
+                reservation=state["reservation"],
+            )
+        else:
+            _finish_succeeded(
+                request=request, dispatch=dispatch, result=result, reservation=state["reservation"]
+            )
+
+
+def _queue_wait_ms(request: LLMRequest) -> float:
+    if request.dispatched_at is None:
+        return 0.0
+    return max(0.0, (request.dispatched_at - request.created_at).total_seconds() * 1000)
+
+
+def _write_with_retry(write: Any, what: str) -> Any:
+    """Run a DB write, riding out a briefly locked database: a billed response must be recorded."""
+    delay = 0.05
+    deadline = time.monotonic() + conf.record_retry_seconds()
+    while True:
+        try:
+            return write()
+        except OperationalError as error:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database busy while recording %s (%s); retrying", what, error)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _finish_succeeded(
+    *, request: LLMRequest, dispatch: int, result: MessageResult, reservation: Reservation | None
+) -> None:
+    usage = result.usage
+
+    def write() -> AuditLog:
+        with transaction.atomic():
+            row = usage_services.record_call(
+                user=request.user,
+                organization=request.organization_id,
+                session_id=request.session_id,
+                llm_request=request,
+                model=request.model,
+                priority=request.priority,
+                outcome=AuditLog.Outcome.SUCCESS,
+                attempts=result.attempt_count,
+                final_status=200,
+                error_type="",
+                usage=usage,
+                latency_ms=result.latency_ms,
+                queue_wait_ms=_queue_wait_ms(request),
+                request_id=result.request_id or "",
+                client_request_id=_client_request_id(request.pk, dispatch),
+            )
+            LLMRequest.objects.filter(pk=request.pk).update(
+                status=Status.SUCCEEDED,
+                finished_at=timezone.now(),
+                attempts=result.attempt_count,
+                result={
+                    "text": result.text,
+                    "content": list(result.content),
+                    "stop_reason": result.stop_reason,
+                    "message_id": result.message_id,
+                    "request_id": result.request_id,
+                    "usage": {
+                        "input_tokens": usage.input_tokens,
+                        "output_tokens": usage.output_tokens,
+                        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+                        "cache_read_input_tokens": usage.cache_read_input_tokens,
+                        "service_tier": usage.service_tier,
+                    },
+                    "cost_usd": str(row.cost_usd),
+                },
+            )
+            return row
+
+    row = _write_with_retry(write, f"request {request.pk}")
+    limiter = get_limiter()
+    model_class = catalog.model_class(request.model)
+    if reservation is not None:
+        limiter.reconcile(
+            reservation=reservation,
+            input_tokens=itpm_charge(usage, model=request.model),
+            output_tokens=usage.output_tokens,
+        )
+    limiter.record_estimate(
+        model_class=model_class,
+        estimated=request.estimated_input_tokens,
+        actual=usage.total_input_tokens,
+    )
+    eta.record_output_ratio(max_tokens=request.max_tokens, output_tokens=usage.output_tokens)
+    quotas.settle(
+        user_id=request.user_id,
+        org_id=request.organization_id,
+        request_id=request.pk,
+        tokens=usage.total_input_tokens + usage.output_tokens,
+        usd=row.cost_usd,
+    )
+    notifications.notify_done(request.pk)
+
+
+def _finish_failed(
+    *,
+    request: LLMRequest,
+    dispatch: int,
+    error_type: str,
+    message: str,
+    attempts: tuple[Attempt, ...],
+    last_status: int | None,
+    request_id: str | None,
+    reservation: Reservation | None,
+) -> None:
+    def write() -> None:
+        with transaction.atomic():
+            usage_services.record_call(
+                user=request.user,
+                organization=request.organization_id,
+                session_id=request.session_id,
+                llm_request=request,
+                model=request.model,
+                priority=request.priority,
+                outcome=AuditLog.Outcome.FAILED,
+                attempts=len(attempts),
+                final_status=last_status,
+                error_type=error_type,
+                usage=None,
+                latency_ms=sum(a.duration_ms + a.wait_s * 1000 for a in attempts),
+                queue_wait_ms=_queue_wait_ms(request),
+                request_id=request_id or "",
+                client_request_id=_client_request_id(request.pk, dispatch),
+            )
+            LLMRequest.objects.filter(pk=request.pk).exclude(status__in=LLMRequest.TERMINAL).update(
+                status=Status.FAILED,
+                finished_at=timezone.now(),
+                attempts=len(attempts),
+                error_type=error_type,
+                error_message=message,
+            )
+
+    _write_with_retry(write, f"failed request {request.pk}")
+    if reservation is not None:
+        get_limiter().reconcile(reservation=reservation, input_tokens=0, output_tokens=0)
+    quotas.release(user_id=request.user_id, org_id=request.organization_id, request_id=request.pk)
+    notifications.notify_done(request.pk)
+
+
+# --- recovery ----------------------------------------------------------------------------------
+
+
+def recover_orphans(*, grace_s: float = 30.0) -> int:
+    """Put back in the queue every request a dead worker or a Redis restart left behind.
+
+    - ``dispatched`` / ``running`` rows whose lease expired (their worker died mid-call);
+    - ``queued`` rows the scheduler does not hold (Redis lost its state, or the process that
+      submitted them died between the row and the enqueue).
+    Returns how many were re-queued. Safe to run from every worker at once.
+    """
+    now = timezone.now()
+    cutoff = now - dt.timedelta(seconds=grace_s)
+    scheduler = get_scheduler()
+    count = 0
+    stuck = LLMRequest.objects.filter(
+        status__in=(Status.DISPATCHED, Status.RUNNING), dispatched_at__lt=cutoff
+    ).values_list("pk", "status")
+    for pk, status in stuck:
+        if leases.is_held(pk):
+            continue
+        if LLMRequest.objects.filter(pk=pk, status=status).update(status=Status.QUEUED):
+            log.warning("request %s was %s on a worker that is gone; queueing it again", pk, status)
+            _schedule(LLMRequest.objects.get(pk=pk))
+            count += 1
+    for request in LLMRequest.objects.filter(status=Status.QUEUED, created_at__lt=cutoff).only(
+        "pk",
+        "user_id",
+        "priority",
+        "estimated_input_tokens",
+        "max_tokens",
+        "organization_id",
+        "created_at",
+    ):
+        if not scheduler.contains(request_id=request.pk):
+            _schedule(request)
+            count += 1
+    return count

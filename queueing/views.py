@@ -1,0 +1,67 @@
+"""Queue pages: my requests with live position and ETA, one request, and the staff overview."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from llm_calls.validation import InvalidRequest
+from queueing import eta, selectors, services
+from queueing.forms import SubmitForm
+
+
+@login_required
+def my_queue(request: HttpRequest) -> HttpResponse:
+    form = SubmitForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            created = services.submit_request(
+                user=request.user,
+                session_id=data["session_id"],
+                model=data["model"],
+                priority=data["priority"],
+                max_tokens=data["max_tokens"],
+                messages=[{"role": "user", "content": data["prompt"]}],
+            )
+        except InvalidRequest as exc:
+            form.add_error(None, str(exc))
+        except services.QuotaExceeded as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Request {created.pk} queued.")
+            return redirect("queueing:my_queue")
+    pending = list(selectors.requests_for_user(user=request.user, status="pending"))
+    rows = [(r, eta.queue_status(r)) for r in pending]
+    finished = selectors.requests_for_user(user=request.user, status="finished", limit=25)
+    return render(
+        request, "queueing/my_queue.html", {"form": form, "pending": rows, "finished": finished}
+    )
+
+
+@login_required
+def request_page(request: HttpRequest, pk: int) -> HttpResponse:
+    row = selectors.request_for_user(user=request.user, pk=pk)
+    return render(request, "queueing/request.html", {"req": row, "position": eta.queue_status(row)})
+
+
+@login_required
+@require_POST
+def cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    row = selectors.request_for_user(user=request.user, pk=pk)
+    try:
+        services.cancel_request(request=row, by_user=request.user)
+    except services.CannotCancel as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Request {pk} cancelled.")
+    return redirect("queueing:my_queue")
+
+
+@staff_member_required
+def staff_queue(request: HttpRequest) -> HttpResponse:
+    return render(request, "queueing/staff_queue.html", {"overview": eta.queue_overview()})

@@ -1,0 +1,151 @@
+"""One worker host: many Claude calls in flight in one process.
+
+An LLM call is seconds of waiting on the network, so a process per call (RQ's forking
+``Worker``) wastes memory. A host runs ``threads`` RQ ``SimpleWorker`` loops as threads in one
+process — each picks a job from the ``llm`` queue and runs it inline — plus:
+
+- a dispatcher thread (``queueing.dispatcher``) releasing work when the limiter admits it,
+- a reaper thread re-queueing requests whose worker died (``services.recover_orphans``),
+- a supervisor loop restarting any worker thread that quit (e.g. after a Redis restart).
+
+SIGTERM / SIGINT: stop taking jobs, let every in-flight call finish, then exit (warm shutdown).
+A second signal exits at once; requests still running then are recovered by another host's
+reaper once their leases expire. Start it with ``python manage.py llm_worker --threads 256``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+
+from django.db import close_old_connections
+from rq.timeouts import TimerDeathPenalty
+from rq.worker import SimpleWorker
+
+from queueing import services
+from queueing.dispatcher import LLM_QUEUE, run_dispatcher
+from ratelimit_project.redis import get_redis
+
+log = logging.getLogger(__name__)
+
+REAP_EVERY_S = 5.0
+
+
+class ThreadWorker(SimpleWorker):
+    """An RQ SimpleWorker that can live in a non-main thread: the host owns signals, and timeouts
+    use a timer instead of SIGALRM. It skips RQ's per-worker pub/sub thread (one per host is
+    plenty; commands reach the host through its signals)."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        pass
+
+    def subscribe(self) -> None:
+        pass
+
+    def unsubscribe(self) -> None:
+        pass
+
+
+class WorkerHost:
+    def __init__(
+        self, *, threads: int, dispatch: bool = True, reap: bool = True, burst: bool = False
+    ) -> None:
+        self.threads = threads
+        self.dispatch = dispatch
+        self.reap = reap
+        self.burst = burst
+        self.stop = threading.Event()
+        self.workers: dict[int, tuple[threading.Thread, ThreadWorker]] = {}
+        self.prefix = f"{socket.gethostname()}.{os.getpid()}"
+        self._signals = 0
+
+    # -- threads --------------------------------------------------------------------------
+    def _new_worker(self, slot: int) -> tuple[threading.Thread, ThreadWorker]:
+        worker = ThreadWorker(
+            [LLM_QUEUE],
+            connection=get_redis(),
+            name=f"{self.prefix}.{slot}.{int(time.time())}",
+            worker_ttl=20,
+        )
+        thread = threading.Thread(target=self._work, args=(worker,), name=f"rq-{slot}", daemon=True)
+        thread.start()
+        return thread, worker
+
+    def _work(self, worker: ThreadWorker) -> None:
+        try:
+            worker.work(burst=self.burst, logging_level="WARNING")
+        except Exception:
+            log.exception("worker thread %s stopped", worker.name)
+        finally:
+            close_old_connections()
+
+    def _reap_forever(self) -> None:
+        while not self.stop.wait(REAP_EVERY_S):
+            try:
+                if get_redis().set("gw:reaper", self.prefix, nx=True, ex=int(REAP_EVERY_S)):
+                    recovered = services.recover_orphans()
+                    if recovered:
+                        log.warning("re-queued %s orphaned requests", recovered)
+            except Exception:
+                log.exception("reaper round failed")
+            finally:
+                close_old_connections()
+
+    # -- signals --------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning(
+                "second signal: exiting now; in-flight requests will be recovered by the reaper"
+            )
+            os._exit(1)
+        log.warning("signal %s: finishing in-flight calls, taking no new work", signum)
+        self.stop.set()
+
+    # -- main loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        helpers: list[threading.Thread] = []
+        if self.dispatch:
+            helpers.append(
+                threading.Thread(
+                    target=run_dispatcher, args=(self.stop,), name="dispatcher", daemon=True
+                )
+            )
+        if self.reap:
+            helpers.append(threading.Thread(target=self._reap_forever, name="reaper", daemon=True))
+        for helper in helpers:
+            helper.start()
+        for slot in range(self.threads):
+            self.workers[slot] = self._new_worker(slot)
+        log.warning("worker host %s: %s threads on queue %r", self.prefix, self.threads, LLM_QUEUE)
+        while not self.stop.wait(1.0):
+            for slot, (thread, _worker) in list(self.workers.items()):
+                if not thread.is_alive():
+                    if self.burst:
+                        del self.workers[slot]
+                        continue
+                    self.workers[slot] = self._new_worker(slot)
+            if self.burst and not self.workers:
+                self.stop.set()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        for _thread, worker in self.workers.values():
+            worker._stop_requested = True
+        for thread, worker in self.workers.values():
+            # Idle threads leave after their dequeue timeout; busy ones after their call.
+            thread.join(timeout=max(worker.dequeue_timeout + 5, 30))
+        with contextlib.suppress(Exception):
+            close_old_connections()
+        log.warning("worker host %s stopped", self.prefix)

@@ -1,0 +1,166 @@
+"""Everything a benchmark needs, on loopback, started and stopped by the scenario itself.
+
+``python manage.py loadtest X`` re-runs itself in a child process whose ``VAR_DIR`` is a fresh
+``var/bench/<scenario>/`` directory, so the benchmark gets its own SQLite database (unless
+``DATABASE_URL`` is set) and never touches the developer's data. Inside that child, ``Stack``
+starts a private redis-server, the Anthropic emulator and worker hosts (``manage.py llm_worker``,
+the documented worker command) as subprocesses sharing that database and Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+
+from llm_calls.emulator.process import EmulatorProcess
+from ratelimit_project import redis as project_redis
+
+CHILD_FLAG = "GW_LOADTEST_CHILD"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def in_child() -> bool:
+    return os.environ.get(CHILD_FLAG) == "1"
+
+
+def rerun_in_child(scenario: str, argv: list[str]) -> int:
+    """Run this loadtest again in a fresh process with its own VAR_DIR; stream its output."""
+    var_dir = ROOT / "var" / "bench" / scenario
+    shutil.rmtree(var_dir, ignore_errors=True)
+    var_dir.mkdir(parents=True)
+    env = {**os.environ, CHILD_FLAG: "1", "VAR_DIR": str(var_dir)}
+    env.pop("REDIS_URL", None)  # the stack starts its own
+    return subprocess.call([sys.executable, str(ROOT / "manage.py"), *argv], env=env, cwd=ROOT)
+
+
+class Stack:
+    """Private Redis + emulator + worker hosts. Use as a context manager."""
+
+    def __init__(
+        self,
+        *,
+        emulator: dict[str, Any] | None = None,
+        rate_limits: dict[str, dict[str, int]] | None = None,
+        worker_env: dict[str, str] | None = None,
+    ) -> None:
+        self.var_dir = Path(settings.VAR_DIR)
+        self.redis = project_redis.PrivateRedis(self.var_dir / "redis")
+        self.emulator = EmulatorProcess(**(emulator or {}))
+        self.rate_limits = rate_limits
+        self.worker_env = worker_env or {}
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def __enter__(self) -> Stack:
+        self.redis.start()
+        self._point_settings_at(self.redis.url)
+        call_command("migrate", verbosity=0, interactive=False)
+        self.emulator.start()
+        settings.ANTHROPIC_BASE_URL = self.emulator.base_url
+        settings.ANTHROPIC_API_KEY = "sk-ant-bench-key"
+        if self.rate_limits is not None:
+            settings.GATEWAY_RATE_LIMITS = self.rate_limits
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_workers(graceful=False)
+        self.emulator.stop()
+        self.redis.stop()
+
+    def _point_settings_at(self, url: str) -> None:
+        settings.EMBEDDED_REDIS = False
+        settings.REDIS_URL = url
+        for queue in settings.RQ_QUEUES.values():
+            queue["URL"] = url
+        project_redis.reset_clients()
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "VAR_DIR": str(self.var_dir),
+            "REDIS_URL": self.redis.url,
+            "ANTHROPIC_BASE_URL": self.emulator.base_url,
+            "ANTHROPIC_API_KEY": "sk-ant-bench-key",
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+            **self.worker_env,
+        }
+        if self.rate_limits is not None:
+            env["GATEWAY_RATE_LIMITS_JSON"] = json.dumps(self.rate_limits)
+        env.pop(CHILD_FLAG, None)
+        return env
+
+    # -- workers ----------------------------------------------------------------------------
+    def start_worker(self, *, threads: int = 64, processes: int = 1) -> subprocess.Popen[bytes]:
+        """The documented worker command: ``python manage.py llm_worker --threads N``."""
+        log = open(self.var_dir / f"worker-{len(self.workers)}.log", "ab")  # noqa: SIM115 - lives as long as the worker
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "llm_worker",
+                "--threads",
+                str(threads),
+                "--processes",
+                str(processes),
+            ],
+            env=self.env(),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(process)
+        return process
+
+    def kill_worker(self, process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        os.killpg(process.pid, sig)
+        process.wait()
+
+    def stop_workers(self, *, graceful: bool = True, timeout_s: float = 60.0) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM if graceful else signal.SIGKILL)
+        deadline = time.monotonic() + timeout_s
+        for process in self.workers:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.workers = [p for p in self.workers if p.poll() is None]
+
+    def restart_redis(self) -> None:
+        self.redis.restart()
+        project_redis.reset_clients()
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of these processes and all their descendants, in MB."""
+    seen: set[int] = set()
+    todo = list(pids)
+    total_kb = 0
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+        todo.extend(int(c) for c in children)
+    return total_kb / 1024

@@ -1,0 +1,46 @@
+// Live queue positions: refresh the pending table from the JSON API every 2 seconds.
+(function () {
+  const table = document.getElementById("pending-table");
+  if (!table) return;
+  const body = table.querySelector("tbody");
+  function cell(text, cls) {
+    const td = document.createElement("td");
+    if (cls) td.className = cls;
+    td.textContent = text;
+    return td;
+  }
+  async function refresh() {
+    try {
+      const response = await fetch("/api/v1/requests?status=pending", { credentials: "same-origin" });
+      if (!response.ok) return;
+      const data = await response.json();
+      body.replaceChildren();
+      if (data.requests.length === 0) {
+        const tr = document.createElement("tr");
+        tr.className = "empty";
+        const td = cell("Nothing waiting.", "muted");
+        td.colSpan = 9;
+        tr.appendChild(td);
+        body.appendChild(tr);
+      }
+      for (const r of data.requests) {
+        const tr = document.createElement("tr");
+        tr.dataset.id = r.id;
+        const link = document.createElement("a");
+        link.href = "/queue/requests/" + r.id + "/";
+        link.textContent = r.id;
+        const idCell = document.createElement("td");
+        idCell.appendChild(link);
+        tr.append(idCell, cell(r.session_id), cell(r.model), cell(r.priority), cell(r.status, "status"),
+          cell(r.position == null ? "–" : r.position, "num position"),
+          cell(r.eta_s == null ? "–" : r.eta_s.toFixed(1) + " s", "num eta"),
+          cell(new Date(r.created_at).toLocaleTimeString()), cell(""));
+        body.appendChild(tr);
+      }
+      table.dataset.refreshedAt = Date.now();
+    } catch (e) {
+      /* the next tick tries again */
+    }
+  }
+  setInterval(refresh, 2000);
+})();

@@ -1,0 +1,73 @@
+"""Factory functions for usage tests (no fixture files)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+from django.contrib.auth.models import User
+
+from llm_calls.types import Usage
+from queueing.models import Membership, Organization
+from usage import services
+from usage.models import AuditLog, Outcome
+
+_seq = itertools.count(1)
+
+
+def make_org(name: str | None = None) -> Organization:
+    return Organization.objects.create(name=name or f"org-{next(_seq)}")
+
+
+def make_user(
+    username: str | None = None,
+    *,
+    staff: bool = False,
+    org: Organization | None = None,
+    password: str = "pw-for-tests",
+) -> User:
+    user = User.objects.create_user(
+        username=username or f"user-{next(_seq)}", password=password, is_staff=staff
+    )
+    if org is not None:
+        Membership.objects.create(user=user, organization=org)
+    return user
+
+
+def at(day: str, hour: int = 12, minute: int = 0) -> dt.datetime:
+    """An aware UTC datetime on ``day`` (YYYY-MM-DD)."""
+    return dt.datetime.fromisoformat(day).replace(hour=hour, minute=minute, tzinfo=dt.UTC)
+
+
+def record(
+    *,
+    user: User | None,
+    org: Organization | None = None,
+    session_id: str = "s-1",
+    model: str = "claude-sonnet-4-5",
+    occurred_at: dt.datetime | None = None,
+    outcome: Outcome = Outcome.SUCCESS,
+    attempts: int = 1,
+    usage: Usage | None = None,
+    latency_ms: int = 100,
+    **overrides: Any,
+) -> AuditLog:
+    kwargs: dict[str, Any] = {
+        "user": user,
+        "organization": org,
+        "session_id": session_id,
+        "model": model,
+        "priority": "query",
+        "outcome": outcome,
+        "attempts": attempts,
+        "final_status": 200 if outcome == Outcome.SUCCESS else 529,
+        "error_type": "" if outcome == Outcome.SUCCESS else "overloaded_error",
+        "usage": usage if usage is not None or outcome != Outcome.SUCCESS else Usage(10, 5),
+        "latency_ms": latency_ms,
+        "queue_wait_ms": 7,
+        "request_id": f"req_{next(_seq)}",
+        "occurred_at": occurred_at,
+    }
+    kwargs.update(overrides)
+    return services.record_call(**kwargs)

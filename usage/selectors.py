@@ -1,0 +1,627 @@
+"""Reads for the dashboards, the JSON API, CSV exports and /metrics.
+
+Everything over a date range reads the rollup tables (``UsageDaily``,
+``OrganizationUsageDaily``, ``SessionUsage``), never a GROUP BY over ``audit_log``; only one
+session's calls (few, by index) and the streamed audit export read ``audit_log``. Pages and
+JSON build their numbers from the same ``Totals.as_dict()``, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from django.contrib.auth import get_user_model
+from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet, Sum
+
+from usage.forms import DateRange
+from usage.models import (
+    AuditLog,
+    OrganizationUsageDaily,
+    Outcome,
+    ServiceTier,
+    SessionUsage,
+    UsageCounters,
+    UsageDaily,
+)
+from usage.pricing import pico_to_usd
+
+USERS_PER_PAGE = 100
+SESSIONS_PER_PAGE = 50
+SESSION_CALLS_LIMIT = 5000
+
+
+def usd_str(amount: Decimal) -> str:
+    """Exact, plain-notation USD (no exponent, no trailing zeros): what JSON and CSV carry."""
+    if amount == 0:
+        return "0"
+    return format(amount.normalize(), "f")
+
+
+@dataclass
+class Totals:
+    """Summed counters of some rollup rows, and the figures derived from them.
+
+    ``cache_hit_rate`` is cache-read tokens over all input tokens (plain input + cache writes +
+    cache reads); ``saved_usd`` is the uncached cost minus the cost actually billed.
+    """
+
+    requests: int = 0
+    errors: int = 0
+    response_cache_hits: int = 0
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_5m_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cost_pico_usd: int = 0
+    uncached_cost_pico_usd: int = 0
+    latency_ms_sum: int = 0
+    queue_wait_ms_sum: int = 0
+    price_missing: int = 0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], prefix: str = "") -> Totals:
+        """From counter values keyed by field name (``prefix`` + name for SUM annotations,
+        which may not reuse a model field's name). An empty SUM (NULL) is 0."""
+        return cls(**{f.name: int(values.get(prefix + f.name) or 0) for f in fields(cls)})
+
+    def add(self, other: Totals) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.cache_creation_5m_tokens + self.cache_creation_1h_tokens
+
+    @property
+    def total_input_tokens(self) -> int:
+        return self.input_tokens + self.cache_write_tokens + self.cache_read_input_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.total_input_tokens + self.output_tokens
+
+    @property
+    def cache_hit_rate(self) -> float:
+        total = self.total_input_tokens
+        return round(self.cache_read_input_tokens / total, 4) if total else 0.0
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return pico_to_usd(self.cost_pico_usd)
+
+    @property
+    def uncached_cost_usd(self) -> Decimal:
+        return pico_to_usd(self.uncached_cost_pico_usd)
+
+    @property
+    def saved_usd(self) -> Decimal:
+        return pico_to_usd(self.uncached_cost_pico_usd - self.cost_pico_usd)
+
+    @property
+    def avg_latency_ms(self) -> float:
+        return round(self.latency_ms_sum / self.requests, 1) if self.requests else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape. Money is an exact decimal string; ratios are numbers."""
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "response_cache_hits": self.response_cache_hits,
+            "retries": self.retries,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_write_5m_tokens": self.cache_creation_5m_tokens,
+            "cache_write_1h_tokens": self.cache_creation_1h_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cache_read_tokens": self.cache_read_input_tokens,
+            "total_input_tokens": self.total_input_tokens,
+            "total_tokens": self.total_tokens,
+            "cache_hit_rate": self.cache_hit_rate,
+            "cost_usd": usd_str(self.cost_usd),
+            "uncached_cost_usd": usd_str(self.uncached_cost_usd),
+            "saved_usd": usd_str(self.saved_usd),
+            "avg_latency_ms": self.avg_latency_ms,
+            "price_missing": self.price_missing,
+        }
+
+
+_P = "sum_"
+_SUMS = {_P + name: Sum(name) for name in UsageCounters.COUNTER_FIELDS}
+
+
+def _owner(user_id: int | None) -> Q:
+    """Rows of this user, or system rows (no user) for None."""
+    return Q(user__isnull=True) if user_id is None else Q(user_id=user_id)
+
+
+def _summed(row: Mapping[str, Any]) -> Totals:
+    return Totals.from_mapping(row, prefix=_P)
+
+
+def _totals(qs: QuerySet[Any]) -> Totals:
+    return _summed(qs.aggregate(**_SUMS))
+
+
+def _daily_qs(*, user_id: int | None, date_range: DateRange) -> QuerySet[UsageDaily]:
+    """One user's rows (``user_id``), or everyone's when ``user_id`` is None."""
+    qs = UsageDaily.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
+    return qs if user_id is None else qs.filter(user_id=user_id)
+
+
+# --- one user (or everyone, for staff) over a range ------------------------------------------
+
+
+def usage_summary(*, user_id: int | None, date_range: DateRange) -> Totals:
+    """Totals for one user, or for everyone (from the much smaller organization rollup)."""
+    if user_id is None:
+        return _totals(
+            OrganizationUsageDaily.objects.filter(
+                day__gte=date_range.start, day__lte=date_range.end
+            )
+        )
+    return _totals(_daily_qs(user_id=user_id, date_range=date_range))
+
+
+@dataclass
+class DayUsage:
+    day: dt.date
+    totals: Totals
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"day": self.day.isoformat(), **self.totals.as_dict()}
+
+
+def usage_by_day(*, user_id: int | None, date_range: DateRange) -> list[DayUsage]:
+    """One entry per day of the range (days without calls are zeros, so charts keep scale)."""
+    if user_id is None:
+        qs: QuerySet[Any] = OrganizationUsageDaily.objects.filter(
+            day__gte=date_range.start, day__lte=date_range.end
+        )
+    else:
+        qs = _daily_qs(user_id=user_id, date_range=date_range)
+    by_day = {
+        row["day"]: _summed(row) for row in qs.values("day").annotate(**_SUMS).order_by("day")
+    }
+    return [DayUsage(day=d, totals=by_day.get(d) or Totals()) for d in date_range.each_day()]
+
+
+@dataclass
+class ModelUsage:
+    model: str
+    totals: Totals
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, **self.totals.as_dict()}
+
+
+def usage_by_model(*, user_id: int | None, date_range: DateRange) -> list[ModelUsage]:
+    if user_id is None:
+        qs: QuerySet[Any] = OrganizationUsageDaily.objects.filter(
+            day__gte=date_range.start, day__lte=date_range.end
+        )
+    else:
+        qs = _daily_qs(user_id=user_id, date_range=date_range)
+    rows = qs.values("model").annotate(**_SUMS).order_by("model")
+    result = [ModelUsage(model=r["model"], totals=_summed(r)) for r in rows]
+    result.sort(key=lambda m: (-m.totals.cost_pico_usd, m.model))
+    return result
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SessionRow:
+    session_id: str
+    user_id: int | None
+    first_at: dt.datetime
+    last_at: dt.datetime
+    totals: Totals
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "first_at": self.first_at.isoformat(),
+            "last_at": self.last_at.isoformat(),
+            **self.totals.as_dict(),
+        }
+
+
+def _session_row(s: SessionUsage) -> SessionRow:
+    return SessionRow(
+        session_id=s.session_id,
+        user_id=s.user_id,
+        first_at=s.first_at,
+        last_at=s.last_at,
+        totals=Totals.from_mapping({f: getattr(s, f) for f in UsageCounters.COUNTER_FIELDS}),
+    )
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T]
+    number: int
+    has_next: bool
+    total: int | None = None
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+
+def sessions_for_user(
+    *, user_id: int, date_range: DateRange, page: int = 1, per_page: int = SESSIONS_PER_PAGE
+) -> Page[SessionRow]:
+    """A user's sessions active in the range, newest first, each with its whole-session totals."""
+    qs = SessionUsage.objects.filter(
+        user_id=user_id,
+        last_at__gte=date_range.start_datetime(),
+        first_at__lt=date_range.end_datetime_exclusive(),
+    ).order_by("-last_at", "-id")
+    total = qs.count()
+    offset = (page - 1) * per_page
+    rows = [_session_row(s) for s in qs[offset : offset + per_page]]
+    return Page(items=rows, number=page, has_next=offset + per_page < total, total=total)
+
+
+def iter_sessions_for_user(*, user_id: int, date_range: DateRange) -> Iterator[SessionRow]:
+    qs = SessionUsage.objects.filter(
+        user_id=user_id,
+        last_at__gte=date_range.start_datetime(),
+        first_at__lt=date_range.end_datetime_exclusive(),
+    ).order_by("-last_at", "-id")
+    for s in qs.iterator(chunk_size=2000):
+        yield _session_row(s)
+
+
+def session_for_user(*, user_id: int | None, session_id: str) -> SessionRow | None:
+    s = SessionUsage.objects.filter(_owner(user_id), session_id=session_id).first()
+    return None if s is None else _session_row(s)
+
+
+def session_owner_id(*, session_id: str) -> int | None:
+    """For staff opening a session id without saying whose: the most recently active owner."""
+    return (
+        SessionUsage.objects.filter(session_id=session_id)
+        .order_by("-last_at")
+        .values_list("user_id", flat=True)
+        .first()
+    )
+
+
+@dataclass
+class CallRow:
+    id: int
+    occurred_at: dt.datetime
+    model: str
+    outcome: str
+    attempts: int
+    final_status: int | None
+    error_type: str
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+    service_tier: str
+    cost_usd: Decimal
+    uncached_cost_usd: Decimal
+    latency_ms: int
+    queue_wait_ms: int
+    request_id: str
+    price_missing: bool
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.cache_read_tokens > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "occurred_at": self.occurred_at.isoformat(),
+            "model": self.model,
+            "outcome": self.outcome,
+            "attempts": self.attempts,
+            "final_status": self.final_status,
+            "error_type": self.error_type,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_hit": self.cache_hit,
+            "service_tier": self.service_tier,
+            "cost_usd": usd_str(self.cost_usd),
+            "uncached_cost_usd": usd_str(self.uncached_cost_usd),
+            "latency_ms": self.latency_ms,
+            "queue_wait_ms": self.queue_wait_ms,
+            "request_id": self.request_id,
+            "price_missing": self.price_missing,
+        }
+
+
+CALL_COLUMNS = (
+    "id",
+    "occurred_at",
+    "model",
+    "outcome",
+    "attempts",
+    "final_status",
+    "error_type",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_tokens",
+    "cache_read_tokens",
+    "cache_hit",
+    "service_tier",
+    "cost_usd",
+    "uncached_cost_usd",
+    "latency_ms",
+    "queue_wait_ms",
+    "request_id",
+    "price_missing",
+)
+"""The keys of ``CallRow.as_dict()``, in export order."""
+
+_OUTCOME_NAMES = {o.value: o.name.lower() for o in Outcome}
+_TIER_NAMES = {t.value: t.label for t in ServiceTier}
+_CALL_COLUMNS = (
+    "id",
+    "occurred_at",
+    "model",
+    "outcome",
+    "attempts",
+    "final_status",
+    "error_type",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "service_tier",
+    "cost_pico_usd",
+    "uncached_cost_pico_usd",
+    "latency_ms",
+    "queue_wait_ms",
+    "request_id",
+    "price_missing",
+)
+
+
+def _call_row(v: dict[str, Any]) -> CallRow:
+    return CallRow(
+        id=v["id"],
+        occurred_at=v["occurred_at"],
+        model=v["model"],
+        outcome=_OUTCOME_NAMES.get(v["outcome"], str(v["outcome"])),
+        attempts=v["attempts"],
+        final_status=v["final_status"],
+        error_type=v["error_type"],
+        input_tokens=v["input_tokens"],
+        output_tokens=v["output_tokens"],
+        cache_write_tokens=v["cache_creation_input_tokens"],
+        cache_read_tokens=v["cache_read_input_tokens"],
+        service_tier=_TIER_NAMES.get(v["service_tier"], str(v["service_tier"])),
+        cost_usd=pico_to_usd(v["cost_pico_usd"]),
+        uncached_cost_usd=pico_to_usd(v["uncached_cost_pico_usd"]),
+        latency_ms=v["latency_ms"],
+        queue_wait_ms=v["queue_wait_ms"],
+        request_id=v["request_id"],
+        price_missing=v["price_missing"],
+    )
+
+
+def session_calls(
+    *, user_id: int | None, session_id: str, limit: int = SESSION_CALLS_LIMIT
+) -> list[CallRow]:
+    """A session's calls in time order (by the (session_id, occurred_at) index)."""
+    qs = (
+        AuditLog.objects.filter(_owner(user_id), session_id=session_id)
+        .order_by("occurred_at", "id")
+        .values(*_CALL_COLUMNS)
+    )
+    return [_call_row(v) for v in qs[:limit]]
+
+
+def iter_audit_rows(*, user_id: int | None, date_range: DateRange) -> Iterator[dict[str, Any]]:
+    """Every audit row in the range (one user's, or everyone's), for the billing export."""
+    qs = AuditLog.objects.filter(
+        occurred_at__gte=date_range.start_datetime(),
+        occurred_at__lt=date_range.end_datetime_exclusive(),
+    )
+    if user_id is not None:
+        qs = qs.filter(user_id=user_id)
+    columns = (*_CALL_COLUMNS, "user_id", "organization_id", "session_id", "priority")
+    for v in qs.order_by("occurred_at", "id").values(*columns).iterator(chunk_size=5000):
+        call = _call_row(v).as_dict()
+        call.update(
+            user_id=v["user_id"],
+            organization_id=v["organization_id"],
+            session_id=v["session_id"],
+            priority=v["priority"],
+        )
+        yield call
+
+
+# --- staff: everyone ----------------------------------------------------------------------------
+
+USER_SORTS = ("cost", "tokens", "requests", "errors", "saved", "cache_hit_rate")
+_ALL_INPUT = (
+    F(_P + "input_tokens")
+    + F(_P + "cache_creation_5m_tokens")
+    + F(_P + "cache_creation_1h_tokens")
+    + F(_P + "cache_read_input_tokens")
+)
+_USER_SORT_EXPR = {
+    "cost": F(_P + "cost_pico_usd"),
+    "tokens": _ALL_INPUT + F(_P + "output_tokens"),
+    "requests": F(_P + "requests"),
+    "errors": F(_P + "errors"),
+    "saved": F(_P + "uncached_cost_pico_usd") - F(_P + "cost_pico_usd"),
+    # +1 keeps users with no input at 0 instead of dividing by zero
+    "cache_hit_rate": ExpressionWrapper(
+        F(_P + "cache_read_input_tokens") * 1.0 / (_ALL_INPUT + 1), output_field=FloatField()
+    ),
+}
+
+
+@dataclass
+class UserUsage:
+    user_id: int | None
+    username: str
+    totals: Totals
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "username": self.username, **self.totals.as_dict()}
+
+
+def _usernames(user_ids: Iterable[int | None]) -> dict[int | None, str]:
+    ids = [i for i in user_ids if i is not None]
+    names: dict[int | None, str] = {None: "(system)"}
+    names.update(get_user_model()._default_manager.filter(pk__in=ids).values_list("pk", "username"))
+    return names
+
+
+def _users_grouped(*, date_range: DateRange, sort: str, descending: bool) -> QuerySet[Any]:
+    if sort not in _USER_SORT_EXPR:
+        raise ValueError(f"unknown sort {sort!r}; choose one of {', '.join(USER_SORTS)}")
+    order = _USER_SORT_EXPR[sort]
+    qs = (
+        _daily_qs(user_id=None, date_range=date_range)
+        .values("user_id")
+        .annotate(**_SUMS)
+        .annotate(sort_key=order)
+    )
+    ordering = ("-sort_key", "user_id") if descending else ("sort_key", "user_id")
+    return qs.order_by(*ordering)
+
+
+def users_page(
+    *,
+    date_range: DateRange,
+    sort: str = "cost",
+    descending: bool = True,
+    page: int = 1,
+    per_page: int = USERS_PER_PAGE,
+) -> Page[UserUsage]:
+    """Users with usage in the range, ``per_page`` at a time in ``sort`` order.
+
+    One grouped query over the daily rollup (LIMIT per_page + 1 to learn if there is more;
+    no separate COUNT over the grouping).
+    """
+    offset = (page - 1) * per_page
+    rows = list(
+        _users_grouped(date_range=date_range, sort=sort, descending=descending)[
+            offset : offset + per_page + 1
+        ]
+    )
+    has_next = len(rows) > per_page
+    rows = rows[:per_page]
+    names = _usernames(r["user_id"] for r in rows)
+    return Page(
+        items=[
+            UserUsage(
+                user_id=r["user_id"],
+                username=names.get(r["user_id"], f"#{r['user_id']}"),
+                totals=_summed(r),
+            )
+            for r in rows
+        ],
+        number=page,
+        has_next=has_next,
+    )
+
+
+def iter_users(*, date_range: DateRange, sort: str = "cost") -> Iterator[UserUsage]:
+    """Every user with usage in the range (the CSV export), in ``sort`` order."""
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> Iterator[UserUsage]:
+        names = _usernames(r["user_id"] for r in batch)
+        for r in batch:
+            yield UserUsage(
+                user_id=r["user_id"],
+                username=names.get(r["user_id"], f"#{r['user_id']}"),
+                totals=_summed(r),
+            )
+        batch.clear()
+
+    for row in _users_grouped(date_range=date_range, sort=sort, descending=True).iterator(
+        chunk_size=1000
+    ):
+        batch.append(row)
+        if len(batch) >= 1000:
+            yield from flush()
+    yield from flush()
+
+
+@dataclass
+class OrgUsage:
+    organization_id: int | None
+    name: str
+    totals: Totals
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "organization_id": self.organization_id,
+            "name": self.name,
+            **self.totals.as_dict(),
+        }
+
+
+def orgs_usage(*, date_range: DateRange) -> list[OrgUsage]:
+    """Per-organization totals (calls of users without an organization under "(none)"), by
+    cost, dearest first."""
+    from queueing.models import Organization  # usage must not import queueing at load time
+
+    rows = list(
+        OrganizationUsageDaily.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
+        .values("organization_id")
+        .annotate(**_SUMS)
+    )
+    names: dict[int | None, str] = {None: "(none)"}
+    names.update(
+        Organization.objects.filter(
+            pk__in=[r["organization_id"] for r in rows if r["organization_id"]]
+        ).values_list("pk", "name")
+    )
+    result = [
+        OrgUsage(
+            organization_id=r["organization_id"],
+            name=names.get(r["organization_id"], f"#{r['organization_id']}"),
+            totals=_summed(r),
+        )
+        for r in rows
+    ]
+    result.sort(key=lambda o: (-o.totals.cost_pico_usd, o.name))
+    return result
+
+
+def spend_since(
+    *, since: dt.date, user_id: int | None = None, organization_id: int | None = None
+) -> Totals:
+    """Totals from ``since`` (UTC day, inclusive) to now for one user or one organization —
+    for quota checks that want billed usage from the rollups."""
+    if (user_id is None) == (organization_id is None):
+        raise ValueError("give exactly one of user_id and organization_id")
+    if user_id is not None:
+        return _totals(UsageDaily.objects.filter(user_id=user_id, day__gte=since))
+    return _totals(
+        OrganizationUsageDaily.objects.filter(organization=organization_id, day__gte=since)
+    )
+
+
+# --- /metrics ---------------------------------------------------------------------------------
+
+
+def lifetime_totals_by_model() -> list[ModelUsage]:
+    """All-time counters per model from the organization rollup (small: days x orgs x models)."""
+    rows = OrganizationUsageDaily.objects.values("model").annotate(**_SUMS).order_by("model")
+    return [ModelUsage(model=r["model"], totals=_summed(r)) for r in rows]

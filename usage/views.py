@@ -1,0 +1,475 @@
+"""Dashboards, their JSON, and CSV exports. Thin: parse, check access, call selectors, render.
+
+Access: every view needs a login; a user sees only their own data — another user's data
+answers 404, exactly like data that does not exist — and staff see everyone's.
+Every JSON endpoint also answers ``?format=csv`` (streamed) for billing.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+
+from usage import selectors
+from usage.forms import DateRange, FilterError, parse_choice, parse_date_range, parse_page
+
+SESSION_CALLS_PER_PAGE = 100
+ALL = "all"
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _date_range(request: HttpRequest) -> DateRange:
+    return parse_date_range(params=request.GET, today=timezone.now().date())
+
+
+def _me(request: HttpRequest) -> int:
+    pk = request.user.pk
+    if pk is None:  # login_required ran first; this only satisfies the type checker
+        raise PermissionDenied("Log in first.")
+    return int(pk)
+
+
+def _subject_user_id(request: HttpRequest, raw: str | int | None) -> int | None:
+    """Whose data a request may read: itself by default; staff may name any user, or ``all``
+    (returned as None). Naming someone else without staff rights is a 404, as if they did
+    not exist."""
+    me = request.user.pk
+    if raw in (None, ""):
+        return me
+    if raw == ALL:
+        if not request.user.is_staff:
+            raise Http404("No such user.")
+        return None
+    try:
+        user_id = int(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise FilterError(f"user={raw!r} is not a user id (or 'all').") from None
+    if user_id == me:
+        return me
+    if not request.user.is_staff:
+        raise Http404("No such user.")
+    if not get_user_model()._default_manager.filter(pk=user_id).exists():
+        raise Http404("No such user.")
+    return user_id
+
+
+def _require_staff(request: HttpRequest) -> None:
+    if not request.user.is_staff:
+        raise PermissionDenied("Staff only.")
+
+
+def _wants_csv(request: HttpRequest) -> bool:
+    return request.GET.get("format") == "csv"
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_response(
+    *, filename: str, header: Sequence[str], rows: Iterable[dict[str, Any]]
+) -> StreamingHttpResponse:
+    """Stream rows as CSV (header first) without building the file in memory."""
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        yield writer.writerow(header)
+        for row in rows:
+            yield writer.writerow([row.get(column, "") for column in header])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+TOTALS_COLUMNS = tuple(selectors.Totals().as_dict())
+
+
+def _bad_filter_page(request: HttpRequest, error: FilterError) -> HttpResponse:
+    return render(request, "usage/filter_error.html", {"error": str(error)}, status=400)
+
+
+def _bad_filter_json(error: FilterError) -> JsonResponse:
+    return JsonResponse({"error": str(error)}, status=400)
+
+
+def _range_dict(date_range: DateRange) -> dict[str, Any]:
+    return {
+        "start": date_range.start.isoformat(),
+        "end": date_range.end.isoformat(),
+        "days": date_range.days,
+    }
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
+def _dashboard(request: HttpRequest, subject_id: int) -> HttpResponse:
+    try:
+        date_range = _date_range(request)
+        page = parse_page(params=request.GET)
+    except FilterError as error:
+        return _bad_filter_page(request, error)
+    subject = get_user_model()._default_manager.get(pk=subject_id)
+    totals = selectors.usage_summary(user_id=subject_id, date_range=date_range)
+    sessions = selectors.sessions_for_user(user_id=subject_id, date_range=date_range, page=page)
+    user_q = "" if subject_id == request.user.pk else f"&user={subject_id}"
+    return render(
+        request,
+        "usage/dashboard.html",
+        {
+            "subject": subject,
+            "is_self": subject_id == request.user.pk,
+            "range": date_range,
+            "range_query": date_range.as_query(),
+            "api_query": date_range.as_query() + user_q,
+            "totals": totals.as_dict(),
+            "models": [
+                m.as_dict()
+                for m in selectors.usage_by_model(user_id=subject_id, date_range=date_range)
+            ],
+            "sessions": sessions,
+            "session_rows": [s.as_dict() for s in sessions.items],
+        },
+    )
+
+
+@login_required
+def my_usage(request: HttpRequest) -> HttpResponse:
+    return _dashboard(request, _me(request))
+
+
+@login_required
+def user_usage(request: HttpRequest, user_id: int) -> HttpResponse:
+    """Staff drill-down: the same page as "my usage", for another user."""
+    if user_id != request.user.pk:
+        _require_staff(request)
+    if not get_user_model()._default_manager.filter(pk=user_id).exists():
+        raise Http404("No such user.")
+    return _dashboard(request, user_id)
+
+
+def _session_page(request: HttpRequest, owner_id: int | None, session_id: str) -> HttpResponse:
+    session = selectors.session_for_user(user_id=owner_id, session_id=session_id)
+    if session is None:
+        raise Http404("No such session.")
+    try:
+        page = parse_page(params=request.GET)
+    except FilterError as error:
+        return _bad_filter_page(request, error)
+    calls = selectors.session_calls(user_id=owner_id, session_id=session_id)
+    offset = (page - 1) * SESSION_CALLS_PER_PAGE
+    owner = get_user_model()._default_manager.filter(pk=owner_id).first() if owner_id else None
+    user_q = "" if owner_id == request.user.pk else f"?user={owner_id if owner_id else ALL}"
+    return render(
+        request,
+        "usage/session.html",
+        {
+            "session": session,
+            "totals": session.totals.as_dict(),
+            "owner": owner,
+            "calls": calls[offset : offset + SESSION_CALLS_PER_PAGE],
+            "calls_total": len(calls),
+            "calls_truncated": len(calls) >= selectors.SESSION_CALLS_LIMIT,
+            "page": page,
+            "has_previous": page > 1,
+            "has_next": offset + SESSION_CALLS_PER_PAGE < len(calls),
+            "calls_url": reverse("usage:api-session-calls", args=[session_id]) + user_q,
+        },
+    )
+
+
+@login_required
+def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
+    """One of my sessions. Staff opening someone else's session id land on its owner's."""
+    if selectors.session_for_user(user_id=request.user.pk, session_id=session_id):
+        return _session_page(request, request.user.pk, session_id)
+    if request.user.is_staff:
+        owner_id = selectors.session_owner_id(session_id=session_id)
+        if owner_id is not None or selectors.session_for_user(user_id=None, session_id=session_id):
+            return _session_page(request, owner_id, session_id)
+    raise Http404("No such session.")
+
+
+@login_required
+def user_session_detail(request: HttpRequest, user_id: int, session_id: str) -> HttpResponse:
+    if user_id != request.user.pk and not request.user.is_staff:
+        raise Http404("No such session.")
+    return _session_page(request, user_id, session_id)
+
+
+def _users_params(request: HttpRequest) -> tuple[DateRange, str, bool, int]:
+    date_range = _date_range(request)
+    sort = parse_choice(params=request.GET, name="sort", choices=selectors.USER_SORTS)
+    order = parse_choice(params=request.GET, name="order", choices=("desc", "asc"))
+    page = parse_page(params=request.GET)
+    return date_range, sort, order == "desc", page
+
+
+@login_required
+def users_list(request: HttpRequest) -> HttpResponse:
+    _require_staff(request)
+    try:
+        date_range, sort, descending, page = _users_params(request)
+    except FilterError as error:
+        return _bad_filter_page(request, error)
+    users = selectors.users_page(date_range=date_range, sort=sort, descending=descending, page=page)
+    return render(
+        request,
+        "usage/users.html",
+        {
+            "range": date_range,
+            "range_query": date_range.as_query(),
+            "sort": sort,
+            "order": "desc" if descending else "asc",
+            "sorts": selectors.USER_SORTS,
+            "extra_query": f"&sort={sort}&order={'desc' if descending else 'asc'}",
+            "keep_params": [("sort", sort), ("order", "desc" if descending else "asc")],
+            "users": users,
+            "user_rows": [u.as_dict() for u in users.items],
+            "rank_offset": (page - 1) * selectors.USERS_PER_PAGE,
+            "overall": selectors.usage_summary(user_id=None, date_range=date_range).as_dict(),
+        },
+    )
+
+
+@login_required
+def orgs_list(request: HttpRequest) -> HttpResponse:
+    _require_staff(request)
+    try:
+        date_range = _date_range(request)
+    except FilterError as error:
+        return _bad_filter_page(request, error)
+    orgs = selectors.orgs_usage(date_range=date_range)
+    return render(
+        request,
+        "usage/orgs.html",
+        {
+            "range": date_range,
+            "range_query": date_range.as_query(),
+            "org_rows": [o.as_dict() for o in orgs],
+        },
+    )
+
+
+@login_required
+def caching(request: HttpRequest) -> HttpResponse:
+    """Prompt-caching insight: hit rate, tokens read vs written, money saved — mine, or (staff,
+    ``?user=all``) everyone's with the users who save most."""
+    try:
+        date_range = _date_range(request)
+        subject_id = _subject_user_id(request, request.GET.get("user"))
+    except FilterError as error:
+        return _bad_filter_page(request, error)
+    top_savers = None
+    if request.user.is_staff and subject_id is None:
+        top_savers = [
+            u.as_dict()
+            for u in selectors.users_page(date_range=date_range, sort="saved", per_page=20).items
+        ]
+    user_q = "" if subject_id == request.user.pk else f"&user={subject_id or ALL}"
+    return render(
+        request,
+        "usage/caching.html",
+        {
+            "range": date_range,
+            "range_query": date_range.as_query(),
+            "api_query": date_range.as_query() + user_q,
+            "scope_all": subject_id is None,
+            "extra_query": "&user=all" if subject_id is None else "",
+            "keep_params": [("user", ALL)] if subject_id is None else [],
+            "subject_id": subject_id,
+            "totals": selectors.usage_summary(user_id=subject_id, date_range=date_range).as_dict(),
+            "models": [
+                m.as_dict()
+                for m in selectors.usage_by_model(user_id=subject_id, date_range=date_range)
+            ],
+            "top_savers": top_savers,
+        },
+    )
+
+
+# --- JSON (and CSV) ------------------------------------------------------------------------------
+
+
+@login_required
+def summary_json(request: HttpRequest) -> HttpResponseBase:
+    try:
+        date_range = _date_range(request)
+        subject_id = _subject_user_id(request, request.GET.get("user"))
+    except FilterError as error:
+        return _bad_filter_json(error)
+    totals = selectors.usage_summary(user_id=subject_id, date_range=date_range).as_dict()
+    if _wants_csv(request):
+        return csv_response(
+            filename="usage-summary.csv",
+            header=("start", "end", *TOTALS_COLUMNS),
+            rows=[{"start": date_range.start, "end": date_range.end, **totals}],
+        )
+    return JsonResponse({"range": _range_dict(date_range), "user_id": subject_id, "totals": totals})
+
+
+@login_required
+def daily_json(request: HttpRequest) -> HttpResponseBase:
+    try:
+        date_range = _date_range(request)
+        subject_id = _subject_user_id(request, request.GET.get("user"))
+    except FilterError as error:
+        return _bad_filter_json(error)
+    days = [d.as_dict() for d in selectors.usage_by_day(user_id=subject_id, date_range=date_range)]
+    if _wants_csv(request):
+        return csv_response(filename="usage-daily.csv", header=("day", *TOTALS_COLUMNS), rows=days)
+    return JsonResponse({"range": _range_dict(date_range), "user_id": subject_id, "days": days})
+
+
+@login_required
+def models_json(request: HttpRequest) -> HttpResponseBase:
+    try:
+        date_range = _date_range(request)
+        subject_id = _subject_user_id(request, request.GET.get("user"))
+    except FilterError as error:
+        return _bad_filter_json(error)
+    models = [
+        m.as_dict() for m in selectors.usage_by_model(user_id=subject_id, date_range=date_range)
+    ]
+    if _wants_csv(request):
+        return csv_response(
+            filename="usage-models.csv", header=("model", *TOTALS_COLUMNS), rows=models
+        )
+    return JsonResponse({"range": _range_dict(date_range), "user_id": subject_id, "models": models})
+
+
+SESSION_COLUMNS = ("session_id", "user_id", "first_at", "last_at", *TOTALS_COLUMNS)
+
+
+@login_required
+def sessions_json(request: HttpRequest) -> HttpResponseBase:
+    try:
+        date_range = _date_range(request)
+        subject_id = _subject_user_id(request, request.GET.get("user"))
+        page = parse_page(params=request.GET)
+    except FilterError as error:
+        return _bad_filter_json(error)
+    if subject_id is None:
+        return _bad_filter_json(FilterError("Sessions are listed per user; give user=<id>."))
+    if _wants_csv(request):
+        rows = (
+            s.as_dict()
+            for s in selectors.iter_sessions_for_user(user_id=subject_id, date_range=date_range)
+        )
+        return csv_response(filename="usage-sessions.csv", header=SESSION_COLUMNS, rows=rows)
+    sessions = selectors.sessions_for_user(user_id=subject_id, date_range=date_range, page=page)
+    return JsonResponse(
+        {
+            "range": _range_dict(date_range),
+            "user_id": subject_id,
+            "page": sessions.number,
+            "has_next": sessions.has_next,
+            "total": sessions.total,
+            "sessions": [s.as_dict() for s in sessions.items],
+        }
+    )
+
+
+CALL_COLUMNS = selectors.CALL_COLUMNS
+
+
+@login_required
+def session_calls_json(request: HttpRequest, session_id: str) -> HttpResponseBase:
+    try:
+        owner_id = _subject_user_id(request, request.GET.get("user"))
+    except FilterError as error:
+        return _bad_filter_json(error)
+    # ?user=all means "the system's session" (no user) here; only staff get that far.
+    session = selectors.session_for_user(user_id=owner_id, session_id=session_id)
+    if session is None:
+        raise Http404("No such session.")
+    calls = [c.as_dict() for c in selectors.session_calls(user_id=owner_id, session_id=session_id)]
+    if _wants_csv(request):
+        return csv_response(filename="session-calls.csv", header=CALL_COLUMNS, rows=calls)
+    return JsonResponse(
+        {
+            "session": session.as_dict(),
+            "calls": calls,
+            "truncated": len(calls) >= selectors.SESSION_CALLS_LIMIT,
+        }
+    )
+
+
+USER_COLUMNS = ("user_id", "username", *TOTALS_COLUMNS)
+
+
+@login_required
+def users_json(request: HttpRequest) -> HttpResponseBase:
+    _require_staff(request)
+    try:
+        date_range, sort, descending, page = _users_params(request)
+    except FilterError as error:
+        return _bad_filter_json(error)
+    if _wants_csv(request):
+        rows = (u.as_dict() for u in selectors.iter_users(date_range=date_range, sort=sort))
+        return csv_response(filename="usage-users.csv", header=USER_COLUMNS, rows=rows)
+    users = selectors.users_page(date_range=date_range, sort=sort, descending=descending, page=page)
+    return JsonResponse(
+        {
+            "range": _range_dict(date_range),
+            "sort": sort,
+            "order": "desc" if descending else "asc",
+            "page": users.number,
+            "has_next": users.has_next,
+            "users": [u.as_dict() for u in users.items],
+        }
+    )
+
+
+ORG_COLUMNS = ("organization_id", "name", *TOTALS_COLUMNS)
+
+
+@login_required
+def orgs_json(request: HttpRequest) -> HttpResponseBase:
+    _require_staff(request)
+    try:
+        date_range = _date_range(request)
+    except FilterError as error:
+        return _bad_filter_json(error)
+    orgs = [o.as_dict() for o in selectors.orgs_usage(date_range=date_range)]
+    if _wants_csv(request):
+        return csv_response(filename="usage-orgs.csv", header=ORG_COLUMNS, rows=orgs)
+    return JsonResponse({"range": _range_dict(date_range), "organizations": orgs})
+
+
+AUDIT_COLUMNS = (*CALL_COLUMNS, "user_id", "organization_id", "session_id", "priority")
+
+
+@login_required
+def audit_csv(request: HttpRequest) -> HttpResponseBase:
+    """Every call in the range as CSV (mine; staff: ``?user=<id>`` or ``?user=all``)."""
+    try:
+        date_range = _date_range(request)
+        subject_id = _subject_user_id(request, request.GET.get("user"))
+    except FilterError as error:
+        return _bad_filter_json(error)
+    return csv_response(
+        filename=f"audit-{date_range.start}-{date_range.end}.csv",
+        header=AUDIT_COLUMNS,
+        rows=selectors.iter_audit_rows(user_id=subject_id, date_range=date_range),
+    )
