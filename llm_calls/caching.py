@@ -212,10 +212,11 @@ class ReuseStats:
 
 @dataclass(frozen=True)
 class Observation:
-    """One prefix to record in the tracker, and how long the tracker should remember it."""
+    """One prefix the tracker looks up and records, remembering it ``memory_s`` seconds;
+    ``memory_s=None`` looks it up without recording a sighting (a conversation's parent)."""
 
     prefix_hash: str
-    memory_s: int
+    memory_s: int | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -564,6 +565,8 @@ def _analyse(params: Mapping[str, Any]) -> _Analysis:
             )
             continue
         observations.setdefault(block.prefix_hash, Observation(block.prefix_hash, PREFIX_MEMORY_S))
+        if candidate.parent_hash is not None:
+            observations.setdefault(candidate.parent_hash, Observation(candidate.parent_hash, None))
         if candidate.index in marked:
             analysis.skipped.append(
                 SkippedBreakpoint(
@@ -574,7 +577,7 @@ def _analyse(params: Mapping[str, Any]) -> _Analysis:
         analysis.usable.append(candidate)
     # The whole prompt too: the next turn of this conversation recognises itself by it.
     whole = blocks[-1].prefix_hash
-    observations.setdefault(whole, Observation(whole, PROMPT_MEMORY_S))
+    observations[whole] = Observation(whole, PROMPT_MEMORY_S)
     return dataclasses.replace(analysis, observations=tuple(observations.values()))
 
 
@@ -893,11 +896,16 @@ class ReuseTracker:
         self, *, model: str, observations: Sequence[Observation], now: float | None = None
     ) -> ReuseStats:
         """Return the statistics as they were before this request, and record this sighting."""
-        unique = {o.prefix_hash: o for o in observations}
+        unique: dict[str, Observation] = {}
+        for observation in observations:
+            if unique.get(observation.prefix_hash, observation).memory_s is None:
+                unique[observation.prefix_hash] = observation  # recording wins over reading
+            else:
+                unique.setdefault(observation.prefix_hash, observation)
         return self._run(
             model=model,
             hashes=list(unique),
-            memories=[str(o.memory_s) for o in unique.values()],
+            memories=["-" if o.memory_s is None else str(o.memory_s) for o in unique.values()],
             now=now,
         )
 
@@ -920,7 +928,7 @@ def candidate_observations(params: Mapping[str, Any]) -> tuple[Observation, ...]
 def observe_prefixes(
     plan: CachePlan, *, tracker: ReuseTracker | None = None, now: float | None = None
 ) -> None:
-    """Record the plan's prefixes as seen now (one round trip).
+    """Record the plan's prefixes as seen now (one round trip; read-only ones are only read).
 
     Not needed after ``plan_for_call``, which reads and records in the same round trip.
     """

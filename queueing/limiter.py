@@ -21,6 +21,14 @@ passes ``now``:
 
 Levels are integers of micro-tokens (1 token = 10^6), so refilling never drifts.
 
+Zero 429s needs our buckets never to run above the server's. Three things keep them below:
+reservations happen before the server charges (ours is ahead in time); ``estimate_factor`` is
+the learned mean of actual ÷ estimated input tokens plus a margin of its deviation, so a
+reservation covers a request's real ITPM charge; and ITPM admission keeps a small headroom
+(``GATEWAY_LIMITER_HEADROOM``, 2%) free for the estimate errors of calls in flight. Headroom
+and over-reservation cost no throughput under saturation: the surplus returns at reconcile and
+the level simply hovers a little higher. ``observe_headers`` repairs whatever drift remains.
+
 Limits come from ``GATEWAY_RATE_LIMITS`` (default: Tier 1), corrected by an admin's
 ``RateLimitOverride`` row, corrected in turn by the limits the server reports in its
 ``anthropic-ratelimit-*-limit`` headers (the server knows our real tier).
@@ -284,6 +292,7 @@ class RedisRateLimiter:
         _whole("input_tokens", input_tokens)
         _whole("output_tokens", output_tokens)
         reservation_id = uuid.uuid4().hex
+        headroom = conf.limiter_headroom()
         admitted, wait_us, binding = _RESERVE(
             self.redis,
             keys=self._keys(model_class, reservation_id),
@@ -294,7 +303,7 @@ class RedisRateLimiter:
                 output_tokens,
                 conf.limiter_reservation_ttl_s(),
                 _BUCKET_TTL_S,
-                *(repr(conf.limiter_headroom()[dim]) for dim in DIMENSIONS),
+                *(repr(headroom[dim]) for dim in DIMENSIONS),
             ],
         )
         if int(admitted) != 1:

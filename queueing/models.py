@@ -156,10 +156,14 @@ class ApiToken(models.Model):
     Only a SHA-256 of the token is stored; the token itself is shown once, when it is created.
     """
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
     name = models.CharField(max_length=100)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    prefix = models.CharField(max_length=12, editable=False, help_text="The first characters, to recognise it.")
+    prefix = models.CharField(
+        max_length=12, editable=False, help_text="The first characters, to recognise it."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked = models.BooleanField(default=False)
@@ -199,7 +203,6 @@ class RateLimitOverride(models.Model):
 
     def __str__(self) -> str:
         return f"Rate limit override for {self.model_class}"
-
 
 
 @receiver([post_save, post_delete], sender=RateLimitOverride)
@@ -261,12 +264,12 @@ class QuotaAlert(models.Model):
             ),
         ]
 
-    @property
-    def holder_label(self) -> str:
-        return f"user {self.user}" if self.user_id else f"organization {self.organization}"
-
     def __str__(self) -> str:
         return (
             f"{self.holder_label} passed {self.threshold}% of its "
             f"{self.get_metric_display()} quota ({self.period_start})"
         )
+
+    @property
+    def holder_label(self) -> str:
+        return f"user {self.user}" if self.user_id else f"organization {self.organization}"

@@ -56,9 +56,17 @@ class ThreadWorker(SimpleWorker):
 
 class WorkerHost:
     def __init__(
-        self, *, threads: int, dispatch: bool = True, reap: bool = True, burst: bool = False
+        self,
+        *,
+        threads: int,
+        dispatch: bool = True,
+        reap: bool = True,
+        burst: bool = False,
+        idle_poll_s: int = 5,
     ) -> None:
         self.threads = threads
+        # RQ blocks an idle thread for worker_ttl - 15 s; shutdown waits that long for it at most.
+        self.worker_ttl = idle_poll_s + 15
         self.dispatch = dispatch
         self.reap = reap
         self.burst = burst
@@ -73,7 +81,7 @@ class WorkerHost:
             [LLM_QUEUE],
             connection=get_redis(),
             name=f"{self.prefix}.{slot}.{int(time.time())}",
-            worker_ttl=20,
+            worker_ttl=self.worker_ttl,
         )
         thread = threading.Thread(target=self._work, args=(worker,), name=f"rq-{slot}", daemon=True)
         thread.start()

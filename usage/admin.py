@@ -116,7 +116,6 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
 
 class RollupAdmin(ReadOnlyAdmin):
-    list_select_related: tuple[str, ...] = ("user", "organization")
     show_full_result_count = False
 
     @admin.display(description="cost", ordering="cost_pico_usd")
@@ -140,6 +139,7 @@ class UsageDailyAdmin(RollupAdmin):
     )
     list_filter = (("day", admin.DateFieldListFilter), "model")
     search_fields = ("user__username", "model")
+    list_select_related = ("user", "organization")
     ordering = ("-day",)
     change_list_template = "admin/usage/usagedaily/change_list.html"
 

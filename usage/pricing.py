@@ -178,3 +178,59 @@ def pico_to_usd(pico: int | Decimal | None) -> Decimal:
     if pico is None:
         return Decimal(0)
     return Decimal(int(pico)).scaleb(-12, context=_EXACT)
+
+
+@dataclass(frozen=True)
+class RateCard:
+    """Per-token prices in whole picodollars for one (price, tier): integer-only costing for
+    bulk work (seed_usage). Same numbers as ``call_cost_usd`` — a test holds them equal."""
+
+    input: int
+    write_5m: int
+    write_1h: int
+    read: int
+    output: int
+    uncached_input: int
+
+    def cost_pico(self, *, usage: Usage) -> int:
+        writes = cache_writes(usage=usage)
+        return (
+            usage.input_tokens * self.input
+            + writes.five_minute * self.write_5m
+            + writes.one_hour * self.write_1h
+            + usage.cache_read_input_tokens * self.read
+            + usage.output_tokens * self.output
+        )
+
+    def uncached_cost_pico(self, *, usage: Usage) -> int:
+        return usage.total_input_tokens * self.uncached_input + usage.output_tokens * self.output
+
+
+def rate_card(*, price: Price, service_tier: str = "standard") -> RateCard:
+    tier = tier_multiplier(service_tier=service_tier)
+
+    def per_token(usd_per_mtok: Decimal, multiplier: Decimal) -> int:
+        with localcontext(_EXACT):
+            return usd_to_pico(usd_per_mtok * multiplier * tier / PER_MILLION)
+
+    p_in, p_out = price.input_usd_per_mtok, price.output_usd_per_mtok
+    return RateCard(
+        input=per_token(p_in, Decimal(1)),
+        write_5m=per_token(p_in, CACHE_WRITE_5M_MULTIPLIER),
+        write_1h=per_token(p_in, CACHE_WRITE_1H_MULTIPLIER),
+        read=per_token(p_in, CACHE_READ_MULTIPLIER),
+        output=per_token(p_out, Decimal(1)),
+        uncached_input=per_token(p_in, Decimal(1)),
+    )
+
+
+def pico_to_usd_str(pico: int) -> str:
+    """Exact plain-notation USD for a picodollar amount, without trailing zeros: 18300000000 ->
+    "0.0183". Integer arithmetic only (this runs once per row in big JSON and CSV answers)."""
+    if pico == 0:
+        return "0"
+    sign = "-" if pico < 0 else ""
+    whole, frac = divmod(abs(pico), PICO_PER_USD)
+    if not frac:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac:012d}".rstrip("0")

@@ -27,18 +27,11 @@ from usage.models import (
     UsageCounters,
     UsageDaily,
 )
-from usage.pricing import pico_to_usd
+from usage.pricing import pico_to_usd, pico_to_usd_str
 
 USERS_PER_PAGE = 100
 SESSIONS_PER_PAGE = 50
-SESSION_CALLS_LIMIT = 5000
-
-
-def usd_str(amount: Decimal) -> str:
-    """Exact, plain-notation USD (no exponent, no trailing zeros): what JSON and CSV carry."""
-    if amount == 0:
-        return "0"
-    return format(amount.normalize(), "f")
+SESSION_CALLS_LIMIT = 1000  # per JSON page: a chart of more calls than this is unreadable anyway
 
 
 @dataclass
@@ -123,9 +116,9 @@ class Totals:
             "total_input_tokens": self.total_input_tokens,
             "total_tokens": self.total_tokens,
             "cache_hit_rate": self.cache_hit_rate,
-            "cost_usd": usd_str(self.cost_usd),
-            "uncached_cost_usd": usd_str(self.uncached_cost_usd),
-            "saved_usd": usd_str(self.saved_usd),
+            "cost_usd": pico_to_usd_str(self.cost_pico_usd),
+            "uncached_cost_usd": pico_to_usd_str(self.uncached_cost_pico_usd),
+            "saved_usd": pico_to_usd_str(self.uncached_cost_pico_usd - self.cost_pico_usd),
             "avg_latency_ms": self.avg_latency_ms,
             "price_missing": self.price_missing,
         }
@@ -313,8 +306,8 @@ class CallRow:
     cache_write_tokens: int
     cache_read_tokens: int
     service_tier: str
-    cost_usd: Decimal
-    uncached_cost_usd: Decimal
+    cost_pico_usd: int
+    uncached_cost_pico_usd: int
     latency_ms: int
     queue_wait_ms: int
     request_id: str
@@ -323,6 +316,10 @@ class CallRow:
     @property
     def cache_hit(self) -> bool:
         return self.cache_read_tokens > 0
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return pico_to_usd(self.cost_pico_usd)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -339,8 +336,8 @@ class CallRow:
             "cache_read_tokens": self.cache_read_tokens,
             "cache_hit": self.cache_hit,
             "service_tier": self.service_tier,
-            "cost_usd": usd_str(self.cost_usd),
-            "uncached_cost_usd": usd_str(self.uncached_cost_usd),
+            "cost_usd": pico_to_usd_str(self.cost_pico_usd),
+            "uncached_cost_usd": pico_to_usd_str(self.uncached_cost_pico_usd),
             "latency_ms": self.latency_ms,
             "queue_wait_ms": self.queue_wait_ms,
             "request_id": self.request_id,
@@ -409,8 +406,8 @@ def _call_row(v: dict[str, Any]) -> CallRow:
         cache_write_tokens=v["cache_creation_input_tokens"],
         cache_read_tokens=v["cache_read_input_tokens"],
         service_tier=_TIER_NAMES.get(v["service_tier"], str(v["service_tier"])),
-        cost_usd=pico_to_usd(v["cost_pico_usd"]),
-        uncached_cost_usd=pico_to_usd(v["uncached_cost_pico_usd"]),
+        cost_pico_usd=v["cost_pico_usd"],
+        uncached_cost_pico_usd=v["uncached_cost_pico_usd"],
         latency_ms=v["latency_ms"],
         queue_wait_ms=v["queue_wait_ms"],
         request_id=v["request_id"],
@@ -419,15 +416,27 @@ def _call_row(v: dict[str, Any]) -> CallRow:
 
 
 def session_calls(
-    *, user_id: int | None, session_id: str, limit: int = SESSION_CALLS_LIMIT
+    *, user_id: int | None, session_id: str, limit: int = SESSION_CALLS_LIMIT, offset: int = 0
 ) -> list[CallRow]:
-    """A session's calls in time order (by the (session_id, occurred_at) index)."""
+    """A session's calls in time order (by the (session_id, occurred_at) index), ``limit``
+    of them from ``offset``."""
     qs = (
         AuditLog.objects.filter(_owner(user_id), session_id=session_id)
         .order_by("occurred_at", "id")
         .values(*_CALL_COLUMNS)
     )
-    return [_call_row(v) for v in qs[:limit]]
+    return [_call_row(v) for v in qs[offset : offset + limit]]
+
+
+def iter_session_calls(*, user_id: int | None, session_id: str) -> Iterator[CallRow]:
+    """Every call of a session in time order, streamed (the CSV export)."""
+    qs = (
+        AuditLog.objects.filter(_owner(user_id), session_id=session_id)
+        .order_by("occurred_at", "id")
+        .values(*_CALL_COLUMNS)
+    )
+    for v in qs.iterator(chunk_size=2000):
+        yield _call_row(v)
 
 
 def iter_audit_rows(*, user_id: int | None, date_range: DateRange) -> Iterator[dict[str, Any]]:

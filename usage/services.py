@@ -12,13 +12,14 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, models, transaction
-from django.db.models import F, Value
-from django.db.models.functions import Greatest, Least
+from django.db.models import Case, Count, F, Max, Min, Q, Sum, Value, When
+from django.db.models.functions import Greatest, Least, TruncDate
 from django.utils import timezone
 
 from llm_calls.types import Usage
@@ -516,3 +517,159 @@ def _adjust_rollups(*, row: AuditLog, day: dt.date, delta: dict[str, int]) -> No
     updates = {name: F(name) + amount for name, amount in delta.items() if amount}
     for model, key in _rollup_keys(row=row, day=day):
         model._default_manager.filter(**key).update(**updates)
+
+
+# --- rebuilding rollups ------------------------------------------------------------------------
+
+
+def _audit_sums(prefix: str) -> dict[str, Any]:
+    """SQL aggregates over audit_log that produce each rollup counter (named ``prefix`` + the
+    counter, since an annotation may not reuse a model field's name)."""
+    one_if = lambda condition: Sum(Case(When(condition, then=1), default=0))  # noqa: E731
+    return {
+        prefix + "requests": Count("id"),
+        prefix + "errors": one_if(Q(outcome=Outcome.FAILED)),
+        prefix + "response_cache_hits": one_if(Q(outcome=Outcome.RESPONSE_CACHE_HIT)),
+        prefix + "retries": Sum(Case(When(attempts__gt=0, then=F("attempts") - 1), default=0)),
+        prefix + "input_tokens": Sum("input_tokens"),
+        prefix + "output_tokens": Sum("output_tokens"),
+        prefix + "cache_creation_5m_tokens": Sum("cache_creation_5m_tokens"),
+        prefix + "cache_creation_1h_tokens": Sum("cache_creation_1h_tokens"),
+        prefix + "cache_read_input_tokens": Sum("cache_read_input_tokens"),
+        prefix + "cost_pico_usd": Sum("cost_pico_usd"),
+        prefix + "uncached_cost_pico_usd": Sum("uncached_cost_pico_usd"),
+        prefix + "latency_ms_sum": Sum("latency_ms"),
+        prefix + "queue_wait_ms_sum": Sum("queue_wait_ms"),
+        prefix + "price_missing": one_if(Q(price_missing=True)),
+    }
+
+
+def _counters(row: Mapping[str, Any], prefix: str) -> dict[str, int]:
+    return {name: int(row[prefix + name] or 0) for name in UsageCounters.COUNTER_FIELDS}
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    daily_rows: int
+    session_rows: int
+    organization_rows: int
+
+
+def rollups_rebuild(*, batch_size: int = 5000) -> RebuildResult:
+    """Recompute every rollup from audit_log with GROUP BY, in one transaction.
+
+    For after a bulk load (seed_usage) or to repair; the organization rollup is grouped from
+    the fresh daily rollup, which is far smaller than audit_log. Do not run it while workers
+    are recording calls: a call recorded meanwhile could be counted by both paths.
+    """
+    p = "agg_"
+    sums = _audit_sums(p)
+    with transaction.atomic():
+        UsageDaily.objects.all().delete()
+        SessionUsage.objects.all().delete()
+        OrganizationUsageDaily.objects.all().delete()
+
+        daily = (
+            AuditLog.objects.annotate(day=TruncDate("occurred_at"))
+            .values("day", "user_id", "organization_id", "model")
+            .annotate(**sums)
+            .order_by()
+        )
+        n_daily = _bulk_insert(
+            UsageDaily,
+            (
+                UsageDaily(
+                    day=r["day"],
+                    user_id=r["user_id"],
+                    organization_id=r["organization_id"],
+                    model=r["model"],
+                    **_counters(r, p),
+                )
+                for r in daily.iterator(chunk_size=batch_size)
+            ),
+            batch_size,
+        )
+        sessions = (
+            AuditLog.objects.exclude(session_id="")
+            .values("user_id", "session_id")
+            .annotate(first=Min("occurred_at"), last=Max("occurred_at"), org=Max("organization_id"))
+            .annotate(**sums)
+            .order_by()
+        )
+        n_sessions = _bulk_insert(
+            SessionUsage,
+            (
+                SessionUsage(
+                    user_id=r["user_id"],
+                    session_id=r["session_id"],
+                    organization_id=r["org"],
+                    first_at=r["first"],
+                    last_at=r["last"],
+                    **_counters(r, p),
+                )
+                for r in sessions.iterator(chunk_size=batch_size)
+            ),
+            batch_size,
+        )
+        orgs = (
+            UsageDaily.objects.values("day", "organization_id", "model")
+            .annotate(**{p + name: Sum(name) for name in UsageCounters.COUNTER_FIELDS})
+            .order_by()
+        )
+        n_orgs = _bulk_insert(
+            OrganizationUsageDaily,
+            (
+                OrganizationUsageDaily(
+                    day=r["day"],
+                    organization_id=r["organization_id"],
+                    model=r["model"],
+                    **_counters(r, p),
+                )
+                for r in orgs.iterator(chunk_size=batch_size)
+            ),
+            batch_size,
+        )
+    return RebuildResult(daily_rows=n_daily, session_rows=n_sessions, organization_rows=n_orgs)
+
+
+def _bulk_insert(model: type[UsageCounters], objs: Iterable[UsageCounters], batch_size: int) -> int:
+    count = 0
+    batch: list[UsageCounters] = []
+    for obj in objs:
+        batch.append(obj)
+        if len(batch) >= batch_size:
+            model._default_manager.bulk_create(batch)
+            count += len(batch)
+            batch = []
+    if batch:
+        model._default_manager.bulk_create(batch)
+        count += len(batch)
+    return count
+
+
+def rollups_check() -> list[str]:
+    """Differences between the all-time totals of audit_log and of each rollup (empty when
+    consistent). Sessions only cover calls with a session id."""
+    p = "agg_"
+    audit_all = _counters(AuditLog.objects.aggregate(**_audit_sums(p)), p)
+    audit_sessions = _counters(
+        AuditLog.objects.exclude(session_id="").aggregate(**_audit_sums(p)), p
+    )
+    problems = []
+    for model, expected in (
+        (UsageDaily, audit_all),
+        (SessionUsage, audit_sessions),
+        (OrganizationUsageDaily, audit_all),
+    ):
+        got = _counters(
+            model._default_manager.aggregate(
+                **{p + name: Sum(name) for name in UsageCounters.COUNTER_FIELDS}
+            ),
+            p,
+        )
+        for name in UsageCounters.COUNTER_FIELDS:
+            if got[name] != expected[name]:
+                problems.append(
+                    f"{model.__name__}.{name}: rollup {got[name]} != audit_log {expected[name]}"
+                )
+    return problems

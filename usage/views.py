@@ -176,8 +176,11 @@ def _session_page(request: HttpRequest, owner_id: int | None, session_id: str) -
         page = parse_page(params=request.GET)
     except FilterError as error:
         return _bad_filter_page(request, error)
-    calls = selectors.session_calls(user_id=owner_id, session_id=session_id)
     offset = (page - 1) * SESSION_CALLS_PER_PAGE
+    calls = selectors.session_calls(
+        user_id=owner_id, session_id=session_id, limit=SESSION_CALLS_PER_PAGE, offset=offset
+    )
+    calls_total = session.totals.requests
     owner = get_user_model()._default_manager.filter(pk=owner_id).first() if owner_id else None
     user_q = "" if owner_id == request.user.pk else f"?user={owner_id if owner_id else ALL}"
     return render(
@@ -187,12 +190,13 @@ def _session_page(request: HttpRequest, owner_id: int | None, session_id: str) -
             "session": session,
             "totals": session.totals.as_dict(),
             "owner": owner,
-            "calls": calls[offset : offset + SESSION_CALLS_PER_PAGE],
-            "calls_total": len(calls),
-            "calls_truncated": len(calls) >= selectors.SESSION_CALLS_LIMIT,
+            "calls": calls,
+            "calls_total": calls_total,
+            "chart_truncated": calls_total > selectors.SESSION_CALLS_LIMIT,
+            "chart_limit": selectors.SESSION_CALLS_LIMIT,
             "page": page,
             "has_previous": page > 1,
-            "has_next": offset + SESSION_CALLS_PER_PAGE < len(calls),
+            "has_next": offset + SESSION_CALLS_PER_PAGE < calls_total,
             "calls_url": reverse("usage:api-session-calls", args=[session_id]) + user_q,
         },
     )
@@ -403,14 +407,26 @@ def session_calls_json(request: HttpRequest, session_id: str) -> HttpResponseBas
     session = selectors.session_for_user(user_id=owner_id, session_id=session_id)
     if session is None:
         raise Http404("No such session.")
-    calls = [c.as_dict() for c in selectors.session_calls(user_id=owner_id, session_id=session_id)]
     if _wants_csv(request):
-        return csv_response(filename="session-calls.csv", header=CALL_COLUMNS, rows=calls)
+        rows = (
+            c.as_dict()
+            for c in selectors.iter_session_calls(user_id=owner_id, session_id=session_id)
+        )
+        return csv_response(filename="session-calls.csv", header=CALL_COLUMNS, rows=rows)
+    try:
+        page = parse_page(params=request.GET)
+    except FilterError as error:
+        return _bad_filter_json(error)
+    per_page = selectors.SESSION_CALLS_LIMIT
+    calls = selectors.session_calls(
+        user_id=owner_id, session_id=session_id, limit=per_page, offset=(page - 1) * per_page
+    )
     return JsonResponse(
         {
             "session": session.as_dict(),
-            "calls": calls,
-            "truncated": len(calls) >= selectors.SESSION_CALLS_LIMIT,
+            "page": page,
+            "has_next": page * per_page < session.totals.requests,
+            "calls": [c.as_dict() for c in calls],
         }
     )
 

@@ -7,44 +7,134 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('queueing', '0002_llmrequest_batch_id'),
+        ("queueing", "0002_llmrequest_batch_id"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RateLimitOverride',
+            name="RateLimitOverride",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model_class', models.CharField(choices=[('opus', 'Opus'), ('sonnet', 'Sonnet'), ('haiku', 'Haiku')], max_length=16, unique=True)),
-                ('rpm', models.PositiveIntegerField(blank=True, help_text='Requests per minute; empty keeps the setting.', null=True)),
-                ('itpm', models.PositiveBigIntegerField(blank=True, help_text='Input tokens per minute; empty keeps the setting.', null=True)),
-                ('otpm', models.PositiveBigIntegerField(blank=True, help_text='Output tokens per minute; empty keeps the setting.', null=True)),
-                ('note', models.CharField(blank=True, max_length=200)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "model_class",
+                    models.CharField(
+                        choices=[("opus", "Opus"), ("sonnet", "Sonnet"), ("haiku", "Haiku")],
+                        max_length=16,
+                        unique=True,
+                    ),
+                ),
+                (
+                    "rpm",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Requests per minute; empty keeps the setting.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "itpm",
+                    models.PositiveBigIntegerField(
+                        blank=True,
+                        help_text="Input tokens per minute; empty keeps the setting.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "otpm",
+                    models.PositiveBigIntegerField(
+                        blank=True,
+                        help_text="Output tokens per minute; empty keeps the setting.",
+                        null=True,
+                    ),
+                ),
+                ("note", models.CharField(blank=True, max_length=200)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['model_class'],
+                "ordering": ["model_class"],
             },
         ),
         migrations.CreateModel(
-            name='QuotaAlert',
+            name="QuotaAlert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('metric', models.PositiveSmallIntegerField(choices=[(1, 'daily tokens'), (2, 'monthly tokens'), (3, 'daily USD'), (4, 'monthly USD')])),
-                ('threshold', models.PositiveSmallIntegerField(help_text='Percent of the limit: 80 or 100.')),
-                ('used', models.DecimalField(decimal_places=6, max_digits=20)),
-                ('limit', models.DecimalField(decimal_places=6, max_digits=20)),
-                ('period_start', models.DateField(help_text='First day (UTC) of the day or month it counts.')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('organization', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='quota_alerts', to='queueing.organization')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='quota_alerts', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "metric",
+                    models.PositiveSmallIntegerField(
+                        choices=[
+                            (1, "daily tokens"),
+                            (2, "monthly tokens"),
+                            (3, "daily USD"),
+                            (4, "monthly USD"),
+                        ]
+                    ),
+                ),
+                (
+                    "threshold",
+                    models.PositiveSmallIntegerField(help_text="Percent of the limit: 80 or 100."),
+                ),
+                ("used", models.DecimalField(decimal_places=6, max_digits=20)),
+                ("limit", models.DecimalField(decimal_places=6, max_digits=20)),
+                (
+                    "period_start",
+                    models.DateField(help_text="First day (UTC) of the day or month it counts."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="quota_alerts",
+                        to="queueing.organization",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="quota_alerts",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'constraints': [models.CheckConstraint(condition=models.Q(models.Q(('user__isnull', False), ('organization__isnull', True)), models.Q(('user__isnull', True), ('organization__isnull', False)), _connector='OR'), name='quota_alert_exactly_one_holder'), models.UniqueConstraint(condition=models.Q(('user__isnull', False)), fields=('user', 'metric', 'threshold', 'period_start'), name='quota_alert_once_per_user_period'), models.UniqueConstraint(condition=models.Q(('organization__isnull', False)), fields=('organization', 'metric', 'threshold', 'period_start'), name='quota_alert_once_per_org_period')],
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("user__isnull", False), ("organization__isnull", True)),
+                            models.Q(("user__isnull", True), ("organization__isnull", False)),
+                            _connector="OR",
+                        ),
+                        name="quota_alert_exactly_one_holder",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("user__isnull", False)),
+                        fields=("user", "metric", "threshold", "period_start"),
+                        name="quota_alert_once_per_user_period",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("organization__isnull", False)),
+                        fields=("organization", "metric", "threshold", "period_start"),
+                        name="quota_alert_once_per_org_period",
+                    ),
+                ],
             },
         ),
     ]

@@ -355,9 +355,7 @@ def test_bad_amounts_are_refused_with_a_clear_error(redis_client) -> None:
 def test_keys_are_namespaced_and_expire(redis_client) -> None:
     limiter = make_limiter(rpm=10, itpm=600, otpm=600)
     admission = limiter.try_reserve(model_class="sonnet", input_tokens=1, output_tokens=1, now=T0)
-    limiter.observe_headers(
-        model_class="sonnet", status=429, headers={"retry-after": "3"}, now=T0
-    )
+    limiter.observe_headers(model_class="sonnet", status=429, headers={"retry-after": "3"}, now=T0)
     limiter.record_estimate("sonnet", 10, 11)
     keys = [key.decode() for key in redis_client.keys("*")]
     assert keys and all(key.startswith("gw:rl:") for key in keys)

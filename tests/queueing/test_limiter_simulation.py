@@ -55,7 +55,7 @@ class SimulatedAnthropic:
 
     def admit(self, *, input_tokens: int, max_tokens: int, now: float) -> bool:
         need = {"requests": 1, "input-tokens": input_tokens, "output-tokens": max_tokens}
-        for name, bucket in self.buckets.items():
+        for bucket in self.buckets.values():
             bucket.refill(now)
         if not all(self.buckets[name].fits(amount) for name, amount in need.items()):
             self.rate_limited += 1
@@ -170,7 +170,9 @@ def simulate(
     }
 
 
-@pytest.mark.parametrize("bias", [1.3, 0.7, 1.0], ids=["under-estimates", "over-estimates", "exact"])
+@pytest.mark.parametrize(
+    "bias", [1.3, 0.7, 1.0], ids=["under-estimates", "over-estimates", "exact"]
+)
 def test_full_use_of_the_binding_limit_with_zero_429s_after_warmup(redis_client, bias) -> None:
     result = simulate(bias=bias)
     assert result["rate_limited_after_warmup"] == 0, result

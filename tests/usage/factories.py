@@ -25,8 +25,10 @@ def make_user(
     *,
     staff: bool = False,
     org: Organization | None = None,
-    password: str = "pw-for-tests",
+    password: str | None = None,
 ) -> User:
+    """A user (tests log in with ``force_login``; a password only when a test needs one —
+    hashing it is the slowest thing a test here does)."""
     user = User.objects.create_user(
         username=username or f"user-{next(_seq)}", password=password, is_staff=staff
     )

@@ -130,3 +130,25 @@ def test_worst_case_is_an_upper_bound() -> None:
         price=SONNET,
     )
     assert actual < Decimal("0.0135")
+
+
+@pytest.mark.parametrize("model", sorted(pricing.LIST_PRICES))
+@pytest.mark.parametrize("tier", ["standard", "batch"])
+def test_integer_rate_card_agrees_with_decimal_costing(model: str, tier: str) -> None:
+    price = pricing.Price(*pricing.LIST_PRICES[model])
+    card = pricing.rate_card(price=price, service_tier=tier)
+    usage = Usage(
+        input_tokens=1234,
+        output_tokens=567,
+        cache_creation_input_tokens=8910,
+        cache_creation_5m=8000,
+        cache_creation_1h=910,
+        cache_read_input_tokens=11_121,
+        service_tier=tier,
+    )
+    assert pricing.pico_to_usd(card.cost_pico(usage=usage)) == pricing.call_cost_usd(
+        usage=usage, price=price
+    )
+    assert pricing.pico_to_usd(card.uncached_cost_pico(usage=usage)) == pricing.uncached_cost_usd(
+        usage=usage, price=price
+    )

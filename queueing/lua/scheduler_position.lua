@@ -1,0 +1,67 @@
+-- Where request ARGV[o] stands, or nil. Read-only. Returns
+-- {class, cost, user requests ahead, user tokens ahead, class requests ahead, class tokens
+--  ahead, then n and tok of every configured class in order}.
+-- Within its class the count is exact if nothing else arrives: replaying start-time fair
+-- queueing, another user's request goes first iff its start tag is smaller (ties: earlier
+-- enqueued). Costs O(requests ahead in the class).
+local names, shares, o = classes()
+local id = ARGV[o]
+local req = redis.call('HMGET', req_key(id), 'u', 'p', 'c', 'w', 't', 'm')
+if not req[1] then
+  return false
+end
+local u, c, cost, t, m = req[1], req[2], tonumber(req[3]), tonumber(req[5]), req[6]
+
+local function costs(ids)
+  local out = {}
+  for i, member in ipairs(ids) do
+    local r = redis.call('HMGET', req_key(id_of(member)), 'c', 'w', 't')
+    out[i] = {num(r[1], 0), num(r[2], 1), num(r[3], 0), member}
+  end
+  return out
+end
+
+local rank = redis.call('ZRANK', fifo_key(c, u), m)
+local start = num(redis.call('HGET', user_key(c, u), 'vt'), 0)
+local user_tok = 0
+if rank > 0 then
+  for _, r in ipairs(costs(redis.call('ZRANGE', fifo_key(c, u), 0, rank - 1))) do
+    user_tok = user_tok + r[1]
+    start = start + r[1] / r[2]
+  end
+end
+
+local class_n, class_tok = rank, user_tok
+local others = redis.call('ZRANGEBYSCORE', users_key(c), '-inf', start, 'WITHSCORES')
+for i = 1, #others, 2 do
+  local v = others[i]
+  if v ~= u then
+    local s = tonumber(others[i + 1])
+    local offset, done = 0, false
+    while not done do
+      local batch = redis.call('ZRANGE', fifo_key(c, v), offset, offset + 99)
+      if #batch == 0 then
+        break
+      end
+      for _, r in ipairs(costs(batch)) do
+        if s < start or (s == start and (r[3] < t or (r[3] == t and r[4] < m))) then
+          class_n = class_n + 1
+          class_tok = class_tok + r[1]
+          s = s + r[1] / r[2]
+        else
+          done = true
+          break
+        end
+      end
+      offset = offset + 100
+    end
+  end
+end
+
+local out = {c, cost, rank, user_tok, class_n, class_tok}
+for _, name in ipairs(names) do
+  local state = redis.call('HMGET', class_key(name), 'n', 'tok')
+  out[#out + 1] = num(state[1], 0)
+  out[#out + 1] = num(state[2], 0)
+end
+return out
