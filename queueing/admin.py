@@ -6,7 +6,15 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from queueing.auth import api_token_create
-from queueing.models import ApiToken, LLMRequest, Membership, Organization, Quota
+from queueing.models import (
+    ApiToken,
+    LLMRequest,
+    Membership,
+    Organization,
+    Quota,
+    QuotaAlert,
+    RateLimitOverride,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -98,3 +106,36 @@ class ApiTokenAdmin(admin.ModelAdmin):
         messages.warning(
             request, f"Copy this token now; it is not stored and will not be shown again: {raw}"
         )
+
+
+@admin.register(RateLimitOverride)
+class RateLimitOverrideAdmin(admin.ModelAdmin):
+    """Organization limits per model class, when the configured tier is not the real one."""
+
+    list_display = ["model_class", "rpm", "itpm", "otpm", "note", "updated_at"]
+
+
+@admin.register(QuotaAlert)
+class QuotaAlertAdmin(admin.ModelAdmin):
+    """80% / 100% quota crossings, raised once per period by ``queueing.quotas.settle``."""
+
+    list_display = [
+        "__str__",
+        "user",
+        "organization",
+        "metric",
+        "threshold",
+        "used",
+        "limit",
+        "period_start",
+        "created_at",
+    ]
+    list_filter = ["metric", "threshold", "period_start"]
+    search_fields = ["user__username", "organization__name"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -239,12 +239,12 @@ def priority_class_names() -> list[str]:
 
 def dispatch_backlog() -> int:
     """``GATEWAY_DISPATCH_BACKLOG``: stop releasing work while the RQ queue holds this many jobs."""
-    return int(_setting("GATEWAY_DISPATCH_BACKLOG", 4))
+    return int(_setting("GATEWAY_DISPATCH_BACKLOG", 16))
 
 
 def batch_priority_classes() -> tuple[str, ...]:
     """``GATEWAY_BATCH_PRIORITY_CLASSES``: priority classes sent through the Message Batches API."""
-    return tuple(str(name) for name in _setting("GATEWAY_BATCH_PRIORITY_CLASSES", ()))
+    return tuple(str(name) for name in _setting("GATEWAY_BATCH_PRIORITY_CLASSES", ("bulk",)))
 
 
 def record_retry_seconds() -> float:

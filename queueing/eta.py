@@ -74,7 +74,11 @@ def predict_wait_s(*, request: LLMRequest) -> float | None:
 def queue_status(request: LLMRequest) -> dict[str, Any]:
     """What a user sees next to a request: position (1 = next) and estimated wait in seconds."""
     if request.status != LLMRequest.Status.QUEUED:
-        return {"position": None, "requests_ahead": 0, "eta_s": 0.0 if not request.is_terminal else None}
+        return {
+            "position": None,
+            "requests_ahead": 0,
+            "eta_s": 0.0 if not request.is_terminal else None,
+        }
     position = get_scheduler().position(request_id=request.pk)
     if position is None:
         return {"position": None, "requests_ahead": None, "eta_s": None}
@@ -126,7 +130,8 @@ def queue_overview() -> dict[str, Any]:
         )
     return {
         "counts": counts,
-        "in_flight": counts.get(LLMRequest.Status.RUNNING, 0) + counts.get(LLMRequest.Status.DISPATCHED, 0),
+        "in_flight": counts.get(LLMRequest.Status.RUNNING, 0)
+        + counts.get(LLMRequest.Status.DISPATCHED, 0),
         "classes": classes,
         "users": users[:50],
         "limiter": limiter_rows,

@@ -551,3 +551,17 @@ def usage_now(
     inflight = client.zcard(f"gw:q:{_KEY_KIND[holder_kind]}:{holder_id}:inflight")
     out["in_flight"] = int(inflight)  # type: ignore[arg-type]
     return out
+
+
+def audit_log_usage_loader(
+    holder_kind: str, holder_id: int, period_start: datetime
+) -> tuple[int, Decimal]:
+    """Billed tokens and USD since ``period_start`` from the usage rollups (kept in the same
+    transaction as every audit_log row): what a quota counter is rebuilt from after Redis lost it."""
+    from usage.selectors import spend_since  # late: usage's selectors are only needed on a rebuild
+
+    if holder_kind == "user":
+        totals = spend_since(since=period_start.date(), user_id=holder_id)
+    else:
+        totals = spend_since(since=period_start.date(), organization_id=holder_id)
+    return totals.total_tokens, totals.cost_usd

@@ -263,6 +263,10 @@ def submit_request(
         use_batch=batch or priority in conf.batch_priority_classes(),
     )
     _admit_quota(request=request, submission=submission)
+    if request.use_batch:
+        # The batch route (queueing.batching) collects these rows itself, at half price.
+        notifications.wake_dispatchers()
+        return request
     _schedule(request)
     predicted = eta.predict_wait_s(request=request)
     if predicted is not None:
@@ -631,7 +635,7 @@ def recover_orphans(*, grace_s: float = 30.0) -> int:
     scheduler = get_scheduler()
     count = 0
     stuck = LLMRequest.objects.filter(
-        status__in=(Status.DISPATCHED, Status.RUNNING), dispatched_at__lt=cutoff
+        status__in=(Status.DISPATCHED, Status.RUNNING), use_batch=False, dispatched_at__lt=cutoff
     ).values_list("pk", "status")
     for pk, status in stuck:
         if leases.is_held(pk):
@@ -640,7 +644,9 @@ def recover_orphans(*, grace_s: float = 30.0) -> int:
             log.warning("request %s was %s on a worker that is gone; queueing it again", pk, status)
             _schedule(LLMRequest.objects.get(pk=pk))
             count += 1
-    for request in LLMRequest.objects.filter(status=Status.QUEUED, created_at__lt=cutoff).only(
+    for request in LLMRequest.objects.filter(
+        status=Status.QUEUED, use_batch=False, created_at__lt=cutoff
+    ).only(
         "pk",
         "user_id",
         "priority",

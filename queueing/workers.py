@@ -25,6 +25,8 @@ import time
 from types import FrameType
 
 from django.db import close_old_connections
+from rq.job import Job
+from rq.queue import Queue
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import SimpleWorker
 
@@ -52,6 +54,18 @@ class ThreadWorker(SimpleWorker):
 
     def unsubscribe(self) -> None:
         pass
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        # RQ's loop only ends on a signal, which a thread never gets: wait in short rounds and
+        # return None (ending ``work``) once the host asked this thread to stop.
+        poll = max(1, self.worker_ttl - 15)
+        while not self._stop_requested:
+            result = super().dequeue_job_and_maintain_ttl(poll, max_idle_time=poll)
+            if result is not None:
+                return result
+        return None
 
 
 class WorkerHost:

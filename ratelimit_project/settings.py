@@ -176,6 +176,15 @@ if os.environ.get("GATEWAY_RATE_LIMITS_JSON"):
     GATEWAY_RATE_LIMITS = json.loads(os.environ["GATEWAY_RATE_LIMITS_JSON"])
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
+# Prompt caching and the batch route (llm_calls.caching, llm_calls.response_cache, queueing.batching).
+CACHE_PLANNER_ENABLED = env_bool("CACHE_PLANNER_ENABLED", True)
+RESPONSE_CACHE_TTL_S = env_int("RESPONSE_CACHE_TTL_S", 3600)
+BATCH_MAX_REQUESTS = env_int("BATCH_MAX_REQUESTS", 100)  # requests per Message Batch
+BATCH_MAX_WAIT_S = env_float("BATCH_MAX_WAIT_S", 10.0)  # oldest request's wait for a fuller batch
+BATCH_POLL_INTERVAL_S = env_float("BATCH_POLL_INTERVAL_S", 10.0)  # least time between status checks
+# Where a quota counter lost with Redis is rebuilt from: the usage rollups.
+GATEWAY_QUOTA_USAGE_LOADER = "queueing.quotas.audit_log_usage_loader"
+
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 LOGGING = {

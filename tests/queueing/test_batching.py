@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +32,7 @@ Status = LLMRequest.Status
 
 
 @pytest.fixture
-def route(emulator: EmulatorProcess, redis_client, settings, db) -> EmulatorProcess:
+def route(emulator: EmulatorProcess, redis_client, settings, db) -> Iterator[EmulatorProcess]:
     settings.ANTHROPIC_BASE_URL = emulator.base_url
     settings.ANTHROPIC_API_KEY = "sk-ant-batch-tests"
     settings.BATCH_POLL_INTERVAL_S = 0
@@ -216,7 +217,7 @@ def test_server_side_error_is_retried_once_in_a_new_batch(route: EmulatorProcess
     assert first is not None
     row.refresh_from_db()
     overloaded = llm_batches.BatchResult(
-        custom_id="llmreq-%d-d1" % row.pk,
+        custom_id=f"llmreq-{row.pk}-d1",
         outcome="errored",
         error_type="overloaded_error",
         error_message="Overloaded",
