@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from llm_calls import client
+from llm_calls.caching import plan_for_call
 from llm_calls.retry import ClaudeCallError, RetryPolicy, call_with_retry
 from llm_calls.types import Attempt, MessageResult, Usage
 
@@ -41,6 +42,9 @@ def send_message(
     if problem is not None:
         raise ClaudeCallError.not_sent(problem)
     client.get_client()  # fail on missing configuration before admitting anything
+    # Every call passes the cache planner (CACHE_PLANNER_ENABLED turns it off): breakpoints on
+    # the stable prefix, TTL by observed reuse. It never fails a call.
+    params = plan_for_call(params=params).body
 
     def attempt(number: int) -> client.ClientResponse[dict[str, Any]]:
         headers = (

@@ -27,7 +27,7 @@ from django.db import OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from llm_calls import catalog
+from llm_calls import catalog, response_cache
 from llm_calls.retry import ClaudeCallError
 from llm_calls.services import send_message
 from llm_calls.tokens import estimate_input_tokens
@@ -456,6 +456,18 @@ def execute_request(*, request_id: int, reservation: Reservation | None, dispatc
         limiter.observe_headers(model_class=model_class, status=status, headers=headers)
 
     body = {"model": request.model, "max_tokens": request.max_tokens, **request.params}
+    scope = response_cache.scope_for(
+        user_id=request.user_id,
+        organization_id=request.organization_id,
+        shared=request.response_cache_shared,
+    )
+    if request.use_response_cache:
+        hit = response_cache.lookup(params=body, scope=scope)
+        if hit is not None:
+            if state["reservation"] is not None:
+                limiter.release(reservation=state["reservation"])
+            _finish_from_response_cache(request=request, dispatch=dispatch, result=hit)
+            return
     with leases.held(request_id):
         try:
             result = send_message(
@@ -480,6 +492,8 @@ def execute_request(*, request_id: int, reservation: Reservation | None, dispatc
             _finish_succeeded(
                 request=request, dispatch=dispatch, result=result, reservation=state["reservation"]
             )
+            if request.use_response_cache:
+                response_cache.store(params=body, scope=scope, result=result)
 
 
 def _queue_wait_ms(request: LLMRequest) -> float:
@@ -531,21 +545,7 @@ def _finish_succeeded(
                 status=Status.SUCCEEDED,
                 finished_at=timezone.now(),
                 attempts=result.attempt_count,
-                result={
-                    "text": result.text,
-                    "content": list(result.content),
-                    "stop_reason": result.stop_reason,
-                    "message_id": result.message_id,
-                    "request_id": result.request_id,
-                    "usage": {
-                        "input_tokens": usage.input_tokens,
-                        "output_tokens": usage.output_tokens,
-                        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
-                        "cache_read_input_tokens": usage.cache_read_input_tokens,
-                        "service_tier": usage.service_tier,
-                    },
-                    "cost_usd": str(row.cost_usd),
-                },
+                result=_result_json(result, row.cost_usd),
             )
             return row
 
@@ -570,6 +570,62 @@ def _finish_succeeded(
         request_id=request.pk,
         tokens=usage.total_input_tokens + usage.output_tokens,
         usd=row.cost_usd,
+    )
+    notifications.notify_done(request.pk)
+
+
+def _result_json(result: MessageResult, cost_usd: Decimal) -> dict[str, Any]:
+    usage = result.usage
+    return {
+        "text": result.text,
+        "content": list(result.content),
+        "stop_reason": result.stop_reason,
+        "message_id": result.message_id,
+        "request_id": result.request_id,
+        "from_response_cache": result.from_response_cache,
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+            "cache_read_input_tokens": usage.cache_read_input_tokens,
+            "service_tier": usage.service_tier,
+        },
+        "cost_usd": str(cost_usd),
+    }
+
+
+def _finish_from_response_cache(
+    *, request: LLMRequest, dispatch: int, result: MessageResult
+) -> None:
+    """Answered from our response cache: no API call, zero tokens and cost, recorded as a hit."""
+
+    def write() -> None:
+        with transaction.atomic():
+            usage_services.record_response_cache_hit(
+                user=request.user_id,
+                organization=request.organization_id,
+                session_id=request.session_id,
+                model=request.model,
+                priority=request.priority,
+                latency_ms=0,
+                queue_wait_ms=_queue_wait_ms(request),
+                client_request_id=_client_request_id(request.pk, dispatch),
+                llm_request=request.pk,
+            )
+            LLMRequest.objects.filter(pk=request.pk).update(
+                status=Status.SUCCEEDED,
+                finished_at=timezone.now(),
+                attempts=0,
+                result=_result_json(result, Decimal(0)),
+            )
+
+    _write_with_retry(write, f"cached answer for request {request.pk}")
+    quotas.settle(
+        user_id=request.user_id,
+        org_id=request.organization_id,
+        request_id=request.pk,
+        tokens=0,
+        usd=Decimal(0),
     )
     notifications.notify_done(request.pk)
 

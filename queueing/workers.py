@@ -6,6 +6,7 @@ process — each picks a job from the ``llm`` queue and runs it inline — plus:
 
 - a dispatcher thread (``queueing.dispatcher``) releasing work when the limiter admits it,
 - a reaper thread re-queueing requests whose worker died (``services.recover_orphans``),
+- a batcher thread running the Message Batches route (``queueing.batching``),
 - a supervisor loop restarting any worker thread that quit (e.g. after a Redis restart).
 
 SIGTERM / SIGINT: stop taking jobs, let every in-flight call finish, then exit (warm shutdown).
@@ -30,13 +31,14 @@ from rq.queue import Queue
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import SimpleWorker
 
-from queueing import services
+from queueing import batching, services
 from queueing.dispatcher import LLM_QUEUE, run_dispatcher
 from ratelimit_project.redis import get_redis
 
 log = logging.getLogger(__name__)
 
 REAP_EVERY_S = 5.0
+BATCH_CYCLE_EVERY_S = 1.0
 
 
 class ThreadWorker(SimpleWorker):
@@ -121,6 +123,16 @@ class WorkerHost:
             finally:
                 close_old_connections()
 
+    def _batch_forever(self) -> None:
+        """The Message Batches route: collect bulk rows into batches, poll, deliver results."""
+        while not self.stop.wait(BATCH_CYCLE_EVERY_S):
+            try:
+                batching.run_batch_cycle()
+            except Exception:
+                log.exception("batch cycle failed")
+            finally:
+                close_old_connections()
+
     # -- signals --------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
@@ -146,6 +158,7 @@ class WorkerHost:
             )
         if self.reap:
             helpers.append(threading.Thread(target=self._reap_forever, name="reaper", daemon=True))
+            helpers.append(threading.Thread(target=self._batch_forever, name="batcher", daemon=True))
         for helper in helpers:
             helper.start()
         for slot in range(self.threads):

@@ -24,7 +24,9 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(emulator: EmulatorProcess, redis_client, settings, transactional_db) -> Iterator[Gateway]:
+def gateway(
+    emulator: EmulatorProcess, redis_client, settings, transactional_db
+) -> Iterator[Gateway]:
     settings.ANTHROPIC_BASE_URL = emulator.base_url
     settings.ANTHROPIC_API_KEY = "sk-ant-test-gateway"
     settings.LLM_RETRY_BASE_S = 0.01

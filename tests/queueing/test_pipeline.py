@@ -57,7 +57,11 @@ def test_queued_requests_are_answered_and_billed_exactly_once(gateway) -> None:
 def test_call_claude_answers_inline_and_is_tracked(gateway) -> None:
     user = make_user("bob")
     row = services.call_claude(
-        user=user, session_id="inline", model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=20
+        user=user,
+        session_id="inline",
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=20,
     )
     assert row.status == LLMRequest.Status.SUCCEEDED
     audit = AuditLog.objects.get(llm_request=row)
@@ -69,7 +73,11 @@ def test_transient_errors_are_retried_and_attempts_recorded(gateway) -> None:
     gateway.emulator.configure(script=[{"status": 529}, {"status": 429, "retry_after": 1}])
     user = make_user("carol")
     row = services.call_claude(
-        user=user, session_id="retry", model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=20
+        user=user,
+        session_id="retry",
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=20,
     )
     assert row.status == LLMRequest.Status.SUCCEEDED
     assert row.attempts == 3
@@ -83,7 +91,11 @@ def test_a_bad_request_fails_once_with_a_clear_reason_and_no_tokens(gateway) -> 
     user = make_user("dave")
     with pytest.raises(services.RequestFailed) as failure:
         services.call_claude(
-            user=user, session_id="bad", model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=20
+            user=user,
+            session_id="bad",
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=20,
         )
     row = failure.value.request
     assert row.status == LLMRequest.Status.FAILED

@@ -25,6 +25,13 @@ def rid() -> int:
     return next(_ids)
 
 
+@pytest.fixture(autouse=True)
+def _no_database_loader(settings) -> None:
+    """These tests give a loader explicitly where they test rebuilding; elsewhere a counter
+    starts at zero (the project default rebuilds from audit_log, tested in the loader test)."""
+    settings.GATEWAY_QUOTA_USAGE_LOADER = None
+
+
 @pytest.fixture
 def alice(db) -> User:
     return User.objects.create_user(username="alice")
@@ -434,3 +441,46 @@ def test_fifty_concurrent_processes_against_room_for_ten_admit_exactly_ten(redis
     assert results.count(True) == ROOM_FOR
     assert counters("user", user.pk)["day"]["tokens_held"] == ROOM_FOR * 1_000
     assert counters("organization", org.pk)["in_flight"] == ROOM_FOR
+
+
+def test_the_default_loader_rebuilds_counters_from_audit_log(redis_client, alice, settings) -> None:
+    """After Redis lost the counters, today's billed usage still counts against the quota."""
+    from llm_calls.types import Usage
+    from usage import services as usage_services
+
+    settings.GATEWAY_QUOTA_USAGE_LOADER = "queueing.quotas.audit_log_usage_loader"
+    usage_services.prices_seed_defaults()
+    usage_services.record_call(
+        user=alice,
+        organization=None,
+        session_id="s",
+        model="claude-sonnet-4-6",
+        priority="query",
+        outcome=1,
+        attempts=1,
+        final_status=200,
+        error_type="",
+        usage=Usage(input_tokens=6_000, output_tokens=3_000),
+        latency_ms=10,
+        queue_wait_ms=0,
+        request_id="req_1",
+    )
+    Quota.objects.create(user=alice, tokens_per_day=10_000)
+    check = quotas.admit(
+        user_id=alice.pk,
+        org_id=None,
+        request_id=rid(),
+        tokens=1_001,
+        usd=Decimal("0"),
+        priority="query",
+    )
+    assert not check.admitted
+    assert "9,000" in check.message
+    assert quotas.admit(
+        user_id=alice.pk,
+        org_id=None,
+        request_id=rid(),
+        tokens=1_000,
+        usd=Decimal("0"),
+        priority="query",
+    ).admitted
