@@ -174,6 +174,20 @@ def _build_client(endpoint: conf.Endpoint) -> anthropic.Anthropic:
     )
 
 
+def naive_client(*, base_url: str, api_key: str, max_retries: int = 2) -> anthropic.Anthropic:
+    """BENCHMARK ONLY: a plain SDK client, exactly as an app without this gateway would build it.
+
+    The SDK's own retries are left at its default (``max_retries=2``, honouring
+    ``retry-after``); no limiter, no tracking, no cache planner. The loadtest scenarios compare
+    the gateway against it (``utilization``'s naive arm) and time a bare call with it
+    (``overhead``, ``max_retries=0``). Never use it in application code: calls made through it
+    bypass every guarantee the gateway gives.
+    """
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
+    return anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=max_retries)
+
+
 def redact_secrets(text: str) -> str:
     """Remove every API key this process knows from ``text`` (defence in depth for messages)."""
     secrets = {key for key, _url, _timeout in list(_clients)}

@@ -26,6 +26,7 @@ def send_message(
     on_response_headers: Callable[[int | None, Mapping[str, str]], None] | None = None,
     before_attempt: Callable[[int], None] | None = None,
     client_request_id: str | None = None,
+    cache_planner: bool | None = None,
 ) -> MessageResult:
     """Send the Messages body ``params`` (model, max_tokens, messages, system, tools, …).
 
@@ -33,6 +34,7 @@ def send_message(
     then never hit an idle-read timeout); the result is the same. Each attempt n sends
     ``x-client-request-id: {client_request_id}-a{n}`` when an id is given, so every attempt can
     be matched to the API's records. Hooks: see ``llm_calls.retry.call_with_retry``.
+    ``cache_planner`` defaults to ``CACHE_PLANNER_ENABLED`` (on).
 
     Raises ``ClaudeCallError`` — with ``attempts=0`` and nothing sent when ``params`` is
     malformed, else after the retry policy gave up. Raises ``ImproperlyConfigured`` when no
@@ -42,9 +44,10 @@ def send_message(
     if problem is not None:
         raise ClaudeCallError.not_sent(problem)
     client.get_client()  # fail on missing configuration before admitting anything
-    # Every call passes the cache planner (CACHE_PLANNER_ENABLED turns it off): breakpoints on
-    # the stable prefix, TTL by observed reuse. It never fails a call.
-    params = plan_for_call(params=params).body
+    # Every call passes the cache planner: breakpoints on the stable prefix, TTL by observed
+    # reuse; it never fails a call. ``cache_planner=False`` (or CACHE_PLANNER_ENABLED off) sends
+    # the body as given, for a caller that planned it already or measures without caching.
+    params = plan_for_call(params=params, enabled=cache_planner).body
 
     def attempt(number: int) -> client.ClientResponse[dict[str, Any]]:
         headers = (

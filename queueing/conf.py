@@ -184,6 +184,23 @@ def priority_classes() -> list[tuple[str, float]]:
     return classes
 
 
+SCHEDULER_MODES = ("fair", "fifo")
+
+
+def scheduler_mode() -> str:
+    """``GATEWAY_SCHEDULER_MODE``: "fair" (default) or "fifo".
+
+    "fifo" queues every request of a class under one user key, so the scheduler degenerates to
+    first come, first served. It exists as the baseline the ``fairness`` benchmark compares to.
+    """
+    mode = str(_setting("GATEWAY_SCHEDULER_MODE", "fair"))
+    if mode not in SCHEDULER_MODES:
+        raise ImproperlyConfigured(
+            f"GATEWAY_SCHEDULER_MODE must be one of {', '.join(SCHEDULER_MODES)}; got {mode!r}."
+        )
+    return mode
+
+
 def scheduler_idle_user_ttl_s() -> int:
     """How long a user's virtual time is kept after their queue empties (see scheduler.py)."""
     return int(_setting("GATEWAY_SCHEDULER_IDLE_USER_TTL_S", 24 * 3600))
@@ -250,3 +267,33 @@ def batch_priority_classes() -> tuple[str, ...]:
 def record_retry_seconds() -> float:
     """``GATEWAY_RECORD_RETRY_S``: how long recording a finished call retries a busy database."""
     return float(_setting("GATEWAY_RECORD_RETRY_S", 30.0))
+
+
+# --- recovery after a worker dies (queueing.leases, services.recover_orphans) ---
+
+
+def _positive_seconds(name: str, default: float) -> float:
+    value = float(_setting(name, default))
+    if not value > 0:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds > 0, got {value!r}.")
+    return value
+
+
+def lease_ttl_s() -> int:
+    """``GATEWAY_LEASE_TTL_S``: a running call's lease lives this long unless renewed (every
+    third of it), so a dead worker's requests are re-queued about this long after it died."""
+    return max(3, int(_positive_seconds("GATEWAY_LEASE_TTL_S", 30)))
+
+
+def dispatch_lease_ttl_s() -> int:
+    """``GATEWAY_DISPATCH_LEASE_TTL_S``: the lease a request gets when handed to RQ; it must
+    cover its wait in the RQ queue (a job that starts after it expired is dropped and the
+    request runs from a fresh dispatch, never twice)."""
+    return max(3, int(_positive_seconds("GATEWAY_DISPATCH_LEASE_TTL_S", 120)))
+
+
+def orphan_grace_s() -> float:
+    """``GATEWAY_ORPHAN_GRACE_S``: the reaper leaves a request alone for this long after its
+    dispatch (or creation), covering the steps between writing the row and taking its lease
+    (or scheduling it)."""
+    return _positive_seconds("GATEWAY_ORPHAN_GRACE_S", 30.0)

@@ -82,7 +82,7 @@ def dispatch_once() -> Step:
         item.request_id,
         dataclasses.asdict(reservation),
         dispatch,
-        job_id=f"llmreq-{item.request_id}-d{dispatch}",
+        job_id=services.dispatch_job_id(request_id=item.request_id, dispatch=dispatch),
         result_ttl=600,
         failure_ttl=86400,
     )

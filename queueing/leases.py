@@ -14,11 +14,10 @@ import socket
 import threading
 from collections.abc import Iterator
 
+from queueing import conf
 from ratelimit_project.redis import get_redis
 
-LEASE_TTL_S = 30
-DISPATCH_LEASE_TTL_S = 120  # covers the wait in the RQ queue before a thread picks the job up
-RENEW_EVERY_S = 5.0
+# TTLs come from settings (conf.lease_ttl_s, conf.dispatch_lease_ttl_s): 30 s and 120 s by default.
 
 _held: set[int] = set()
 _held_lock = threading.Lock()
@@ -31,7 +30,7 @@ def _key(request_id: int) -> str:
 
 
 def take_for_dispatch(request_id: int) -> None:
-    get_redis().set(_key(request_id), OWNER, ex=DISPATCH_LEASE_TTL_S)
+    get_redis().set(_key(request_id), OWNER, ex=conf.dispatch_lease_ttl_s())
 
 
 def is_held(request_id: int) -> bool:
@@ -42,7 +41,7 @@ def is_held(request_id: int) -> bool:
 def held(request_id: int) -> Iterator[None]:
     """Hold the lease while the body runs; the process's keeper thread renews it."""
     global _keeper
-    get_redis().set(_key(request_id), OWNER, ex=LEASE_TTL_S)
+    get_redis().set(_key(request_id), OWNER, ex=conf.lease_ttl_s())
     with _held_lock:
         _held.add(request_id)
         if _keeper is None or not _keeper.is_alive() or _keeper_pid != os.getpid():
@@ -59,6 +58,11 @@ def held(request_id: int) -> Iterator[None]:
 _keeper_pid = 0
 
 
+def renew_every_s() -> float:
+    """A third of the lease: two renewals may fail (Redis restarting) before it expires."""
+    return min(5.0, conf.lease_ttl_s() / 3)
+
+
 def _start_keeper() -> None:
     global _keeper, _keeper_pid
     _keeper_pid = os.getpid()
@@ -68,15 +72,16 @@ def _start_keeper() -> None:
 
 def _renew_forever() -> None:
     stop = threading.Event()
-    while not stop.wait(RENEW_EVERY_S):
+    while not stop.wait(renew_every_s()):
         with _held_lock:
             ids = list(_held)
         if not ids:
             continue
         try:
+            ttl = conf.lease_ttl_s()
             pipe = get_redis().pipeline(transaction=False)
             for request_id in ids:
-                pipe.set(_key(request_id), OWNER, ex=LEASE_TTL_S)
+                pipe.set(_key(request_id), OWNER, ex=ttl)
             pipe.execute()
         except Exception:  # Redis restarting: try again next round, the TTL leaves room
             continue

@@ -26,6 +26,8 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from llm_calls import catalog, response_cache
 from llm_calls.retry import ClaudeCallError
@@ -33,17 +35,19 @@ from llm_calls.services import send_message
 from llm_calls.tokens import estimate_input_tokens
 from llm_calls.types import Attempt, MessageResult
 from llm_calls.validation import InvalidRequest, check_message_params
-from queueing import conf, eta, leases, notifications, quotas
+from queueing import conf, eta, journal, leases, notifications, quotas
 from queueing.limiter import Reservation, get_limiter, itpm_charge
 from queueing.models import LLMRequest, Membership, Quota
 from queueing.scheduler import get_scheduler
+from ratelimit_project.redis import get_redis
 from usage import pricing
 from usage import services as usage_services
 from usage.models import AuditLog
 
 log = logging.getLogger(__name__)
 
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# Used with fullmatch: a "$" anchor would let "id\n" through.
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 Status = LLMRequest.Status
 
 
@@ -98,7 +102,7 @@ def check_submission(
         or not getattr(user, "is_active", False)
     ):
         raise InvalidRequest("user", "an active, authenticated user is required")
-    if not isinstance(session_id, str) or not SESSION_ID_RE.match(session_id):
+    if not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
         raise InvalidRequest(
             "session_id",
             "must be 1-128 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit",
@@ -206,12 +210,15 @@ def _admit_quota(*, request: LLMRequest, submission: Submission) -> None:
 
 def _schedule(request: LLMRequest) -> None:
     scheduler = get_scheduler()
+    fifo = conf.scheduler_mode() == "fifo"  # the benchmark baseline: everyone is one user
     scheduler.enqueue(
         request_id=request.pk,
-        user_key=f"u{request.user_id}",
+        user_key="fifo" if fifo else f"u{request.user_id}",
         priority=request.priority,
         cost=request.estimated_input_tokens + request.max_tokens,
-        weight=fair_share_weight(user_id=request.user_id, organization_id=request.organization_id),
+        weight=1.0
+        if fifo
+        else fair_share_weight(user_id=request.user_id, organization_id=request.organization_id),
         enqueued_at=request.created_at.timestamp(),
     )
     notifications.wake_dispatchers()
@@ -421,12 +428,33 @@ def _client_request_id(request_id: int, dispatch: int) -> str:
     return f"llmreq-{request_id}-d{dispatch}"
 
 
+def dispatch_job_id(*, request_id: int, dispatch: int) -> str:
+    """The RQ job id of one dispatch (the reaper looks the job up by it)."""
+    return _client_request_id(request_id, dispatch)
+
+
 def execute_request(*, request_id: int, reservation: Reservation | None, dispatch: int) -> None:
     """Make the call for one dispatched request and record its outcome exactly once.
 
     Idempotent per (request, dispatch): a stale or redelivered job finds the row already past
     this dispatch and does nothing. Retries inside the call each pass the limiter again.
+
+    The running lease is taken as soon as the job is known to be the request's current
+    dispatch — before the first database write, which may wait on a busy database — so a
+    worker that dies anywhere from here on is noticed within one lease TTL, not the longer
+    dispatch lease.
     """
+    if not LLMRequest.objects.filter(
+        pk=request_id, status=Status.DISPATCHED, dispatch_count=dispatch
+    ).exists():
+        if reservation is not None:
+            get_limiter().release(reservation=reservation)
+        return
+    with leases.held(request_id):
+        _run_dispatched(request_id=request_id, reservation=reservation, dispatch=dispatch)
+
+
+def _run_dispatched(*, request_id: int, reservation: Reservation | None, dispatch: int) -> None:
     limiter = get_limiter()
     started = LLMRequest.objects.filter(
         pk=request_id, status=Status.DISPATCHED, dispatch_count=dispatch
@@ -468,32 +496,33 @@ def execute_request(*, request_id: int, reservation: Reservation | None, dispatc
                 limiter.release(reservation=state["reservation"])
             _finish_from_response_cache(request=request, dispatch=dispatch, result=hit)
             return
-    with leases.held(request_id):
-        try:
-            result = send_message(
-                params=body,
-                before_attempt=before_attempt,
-                on_attempt=on_attempt,
-                on_response_headers=on_headers,
-                client_request_id=_client_request_id(request_id, dispatch),
-            )
-        except ClaudeCallError as error:
-            _finish_failed(
-                request=request,
-                dispatch=dispatch,
-                error_type=error.last_error_type or "error",
-                message=str(error),
-                attempts=tuple(error.attempt_log),
-                last_status=error.last_status,
-                request_id=error.request_id,
-                reservation=state["reservation"],
-            )
-        else:
-            _finish_succeeded(
-                request=request, dispatch=dispatch, result=result, reservation=state["reservation"]
-            )
-            if request.use_response_cache:
-                response_cache.store(params=body, scope=scope, result=result)
+    try:
+        result = send_message(
+            params=body,
+            before_attempt=before_attempt,
+            on_attempt=on_attempt,
+            on_response_headers=on_headers,
+            client_request_id=_client_request_id(request_id, dispatch),
+        )
+    except ClaudeCallError as error:
+        _finish_failed(
+            request=request,
+            dispatch=dispatch,
+            error_type=error.last_error_type or "error",
+            message=str(error),
+            attempts=tuple(error.attempt_log),
+            last_status=error.last_status,
+            request_id=error.request_id,
+            reservation=state["reservation"],
+        )
+    else:
+        # Billed: journal it before the database write, which may wait (see queueing.journal).
+        journal.remember(request_id=request_id, dispatch=dispatch, result=result)
+        _finish_succeeded(
+            request=request, dispatch=dispatch, result=result, reservation=state["reservation"]
+        )
+        if request.use_response_cache:
+            response_cache.store(params=body, scope=scope, result=result)
 
 
 def _queue_wait_ms(request: LLMRequest) -> float:
@@ -550,6 +579,7 @@ def _finish_succeeded(
             return row
 
     row = _write_with_retry(write, f"request {request.pk}")
+    journal.forget(request_id=request.pk, dispatch=dispatch)
     limiter = get_limiter()
     model_class = catalog.model_class(request.model)
     if reservation is not None:
@@ -678,23 +708,68 @@ def _finish_failed(
 # --- recovery ----------------------------------------------------------------------------------
 
 
-def recover_orphans(*, grace_s: float = 30.0) -> int:
+def _dispatch_job_pending(*, request_id: int, dispatch: int) -> bool:
+    """Whether the RQ job of this dispatch may still run (queued, started, deferred, scheduled)."""
+    try:
+        job = Job.fetch(
+            dispatch_job_id(request_id=request_id, dispatch=dispatch), connection=get_redis()
+        )
+    except NoSuchJobError:
+        return False
+    return job.get_status(refresh=False) not in (
+        JobStatus.FINISHED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+        JobStatus.CANCELED,
+    )
+
+
+def _finish_from_journal(*, pk: int, status: str, dispatch: int) -> bool:
+    """Finish a request whose worker died after the API billed its response, from the journal
+    (no second API call). False when no response of this dispatch was journaled."""
+    entry = journal.pending(request_id=pk)
+    if entry is None or entry.dispatch != dispatch:
+        return False
+    request = LLMRequest.objects.select_related("user").get(pk=pk)
+    if request.status != status or request.dispatch_count != dispatch:
+        return False  # it moved on meanwhile: leave it to whoever moved it
+    log.warning(
+        "request %s (dispatch %s) recorded its billed response from the journal: its worker "
+        "died before recording it",
+        pk,
+        dispatch,
+    )
+    _finish_succeeded(request=request, dispatch=dispatch, result=entry.result, reservation=None)
+    return True
+
+
+def recover_orphans(*, grace_s: float | None = None) -> int:
     """Put back in the queue every request a dead worker or a Redis restart left behind.
 
-    - ``dispatched`` / ``running`` rows whose lease expired (their worker died mid-call);
+    - ``dispatched`` / ``running`` rows whose lease expired (their worker died mid-call), and
+      ``dispatched`` rows whose RQ job is gone or over (the dispatcher died, or Redis failed,
+      between marking the row and enqueueing its job). A request whose billed response is in
+      the journal (``queueing.journal``) is finished from it instead: the API is not called
+      and billed a second time;
     - ``queued`` rows the scheduler does not hold (Redis lost its state, or the process that
       submitted them died between the row and the enqueue).
-    Returns how many were re-queued. Safe to run from every worker at once.
+    Nothing younger than ``grace_s`` (default ``GATEWAY_ORPHAN_GRACE_S``) is touched. Returns
+    how many were re-queued or finished. Safe to run from every worker at once.
     """
     now = timezone.now()
-    cutoff = now - dt.timedelta(seconds=grace_s)
+    cutoff = now - dt.timedelta(seconds=conf.orphan_grace_s() if grace_s is None else grace_s)
     scheduler = get_scheduler()
     count = 0
     stuck = LLMRequest.objects.filter(
         status__in=(Status.DISPATCHED, Status.RUNNING), use_batch=False, dispatched_at__lt=cutoff
-    ).values_list("pk", "status")
-    for pk, status in stuck:
-        if leases.is_held(pk):
+    ).values_list("pk", "status", "dispatch_count")
+    for pk, status, dispatch in stuck:
+        if leases.is_held(pk) and (
+            status == Status.RUNNING or _dispatch_job_pending(request_id=pk, dispatch=dispatch)
+        ):
+            continue
+        if _finish_from_journal(pk=pk, status=status, dispatch=dispatch):
+            count += 1
             continue
         if LLMRequest.objects.filter(pk=pk, status=status).update(status=Status.QUEUED):
             log.warning("request %s was %s on a worker that is gone; queueing it again", pk, status)

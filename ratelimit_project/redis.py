@@ -23,6 +23,11 @@ from django.core.exceptions import ImproperlyConfigured
 _lock = threading.Lock()
 _clients: dict[str, redis.Redis] = {}
 
+# Every RQ worker thread holds one pooled connection while it waits for a job (BLPOP), so a
+# worker host with --threads 256 needs more than 256. redis-py 8 caps a pool at 100 by default
+# (then raises "Too many connections"); allow as many as a redis-server accepts by default.
+MAX_POOL_CONNECTIONS = 10_000
+
 
 def redis_url() -> str:
     return str(settings.REDIS_URL)
@@ -38,7 +43,9 @@ def get_redis() -> redis.Redis:
             if client is None:
                 if settings.EMBEDDED_REDIS:
                     ensure_embedded_redis()
-                client = redis.Redis.from_url(url, health_check_interval=30)
+                client = redis.Redis.from_url(
+                    url, health_check_interval=30, max_connections=MAX_POOL_CONNECTIONS
+                )
                 _clients[url] = client
     return client
 

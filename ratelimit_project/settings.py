@@ -174,7 +174,21 @@ RQ = {"COMMIT_MODE": "on_db_commit"}
 # Admins can override them at runtime (queueing admin); the limiter also learns the real ones.
 if os.environ.get("GATEWAY_RATE_LIMITS_JSON"):
     GATEWAY_RATE_LIMITS = json.loads(os.environ["GATEWAY_RATE_LIMITS_JSON"])
+# Benchmarks switch these in worker processes: "fifo" is the fairness baseline; "[]" routes bulk
+# through the scheduler instead of the Message Batches API.
+if os.environ.get("GATEWAY_SCHEDULER_MODE"):
+    GATEWAY_SCHEDULER_MODE = os.environ["GATEWAY_SCHEDULER_MODE"]
+if os.environ.get("GATEWAY_BATCH_PRIORITY_CLASSES_JSON"):
+    GATEWAY_BATCH_PRIORITY_CLASSES = json.loads(os.environ["GATEWAY_BATCH_PRIORITY_CLASSES_JSON"])
+# How soon a request whose worker died runs again (queueing.leases, services.recover_orphans):
+# shorter recovers faster at the cost of more Redis writes. See queueing/conf.py.
+GATEWAY_LEASE_TTL_S = env_int("GATEWAY_LEASE_TTL_S", 30)
+GATEWAY_DISPATCH_LEASE_TTL_S = env_int("GATEWAY_DISPATCH_LEASE_TTL_S", 120)
+GATEWAY_ORPHAN_GRACE_S = env_float("GATEWAY_ORPHAN_GRACE_S", 30.0)
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# django-rq's stats.json and metrics views (under /admin/rq/) accept the same scrape token; empty
+# (the default) leaves them to staff sessions.
+RQ_API_TOKEN = METRICS_TOKEN
 
 # Prompt caching and the batch route (llm_calls.caching, llm_calls.response_cache, queueing.batching).
 CACHE_PLANNER_ENABLED = env_bool("CACHE_PLANNER_ENABLED", True)

@@ -15,7 +15,14 @@ from django.utils import timezone
 
 from usage import selectors, services
 from usage.forms import FilterError, parse_date_range
-from usage.models import AuditLog, ModelPrice, OrganizationUsageDaily, SessionUsage, UsageDaily
+from usage.models import (
+    AuditLog,
+    ModelPrice,
+    OrganizationUsageDaily,
+    SessionUsage,
+    UsageDaily,
+    UserUsageDaily,
+)
 from usage.templatetags.usage_format import usd
 
 
@@ -175,6 +182,15 @@ class UsageDailyAdmin(RollupAdmin):
             "dashboard_url": reverse("usage:users"),
         }
         return TemplateResponse(request, "admin/usage/user_summary.html", context)
+
+
+@admin.register(UserUsageDaily)
+class UserUsageDailyAdmin(RollupAdmin):
+    list_display = ("day", "user", "requests", "errors", "cache_read_input_tokens", "cost")
+    list_filter = (("day", admin.DateFieldListFilter),)
+    search_fields = ("user__username",)
+    list_select_related = ("user",)
+    ordering = ("-day",)
 
 
 @admin.register(SessionUsage)

@@ -4,7 +4,7 @@ Money columns are whole picodollars (1e-12 USD) in integer columns; see ``usage.
 why (SQLite adds DECIMAL columns in floating point). Each ``*_pico_usd`` column has a
 ``*_usd`` property that returns the exact ``Decimal``.
 
-The rollups (``UsageDaily``, ``SessionUsage``, ``OrganizationUsageDaily``) are written in the
+The rollups (``UsageDaily``, ``UserUsageDaily``, ``SessionUsage``, ``OrganizationUsageDaily``) are written in the
 same transaction as each ``AuditLog`` row by ``usage.services.record_call``, so dashboards read
 a few small rows instead of aggregating ``audit_log``; ``seed_usage`` rebuilds them with
 GROUP BY after a bulk load. Their unique constraints COALESCE the nullable keys to 0 so a
@@ -267,6 +267,34 @@ class UsageDaily(UsageCounters):
 
     def __str__(self) -> str:
         return f"{self.day} user={self.user_id} org={self.organization_id} {self.model}"
+
+
+class UserUsageDaily(UsageCounters):
+    """Per UTC day and user (all models together): what "my usage" charts and the staff users
+    list read. ``UsageDaily`` has a row per model as well, several times as many rows; listing
+    every user over 90 days groups this smaller table instead."""
+
+    day = models.DateField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,  # covered by (user, day)
+    )
+
+    class Meta:
+        verbose_name_plural = "user usage daily"
+        constraints = [
+            models.UniqueConstraint(
+                F("day"), Coalesce(F("user"), Value(0)), name="userdaily_one_row_per_key"
+            )
+        ]
+        indexes = [models.Index(fields=["user", "day"], name="userdaily_user_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} user={self.user_id}"
 
 
 class SessionUsage(UsageCounters):

@@ -35,6 +35,7 @@ from usage.models import (
     ServiceTier,
     SessionUsage,
     UsageDaily,
+    UserUsageDaily,
 )
 
 USER_PREFIX = "seed-user-"
@@ -109,6 +110,7 @@ def clear_usage() -> None:
         OrganizationUsageDaily.objects.all().delete()
         SessionUsage.objects.all().delete()
         UsageDaily.objects.all().delete()
+        UserUsageDaily.objects.all().delete()
         AuditLog.objects.all().delete()
 
 

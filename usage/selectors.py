@@ -26,6 +26,7 @@ from usage.models import (
     SessionUsage,
     UsageCounters,
     UsageDaily,
+    UserUsageDaily,
 )
 from usage.pricing import pico_to_usd, pico_to_usd_str
 
@@ -142,8 +143,14 @@ def _totals(qs: QuerySet[Any]) -> Totals:
 
 
 def _daily_qs(*, user_id: int | None, date_range: DateRange) -> QuerySet[UsageDaily]:
-    """One user's rows (``user_id``), or everyone's when ``user_id`` is None."""
+    """One user's per-model rows (``user_id``), or everyone's when ``user_id`` is None."""
     qs = UsageDaily.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
+    return qs if user_id is None else qs.filter(user_id=user_id)
+
+
+def _user_daily_qs(*, user_id: int | None, date_range: DateRange) -> QuerySet[UserUsageDaily]:
+    """Per-user-and-day rows (all models together): one user's, or everyone's for None."""
+    qs = UserUsageDaily.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
     return qs if user_id is None else qs.filter(user_id=user_id)
 
 
@@ -158,7 +165,7 @@ def usage_summary(*, user_id: int | None, date_range: DateRange) -> Totals:
                 day__gte=date_range.start, day__lte=date_range.end
             )
         )
-    return _totals(_daily_qs(user_id=user_id, date_range=date_range))
+    return _totals(_user_daily_qs(user_id=user_id, date_range=date_range))
 
 
 @dataclass
@@ -177,7 +184,7 @@ def usage_by_day(*, user_id: int | None, date_range: DateRange) -> list[DayUsage
             day__gte=date_range.start, day__lte=date_range.end
         )
     else:
-        qs = _daily_qs(user_id=user_id, date_range=date_range)
+        qs = _user_daily_qs(user_id=user_id, date_range=date_range)
     by_day = {
         row["day"]: _summed(row) for row in qs.values("day").annotate(**_SUMS).order_by("day")
     }
@@ -503,7 +510,7 @@ def _users_grouped(*, date_range: DateRange, sort: str, descending: bool) -> Que
         raise ValueError(f"unknown sort {sort!r}; choose one of {', '.join(USER_SORTS)}")
     order = _USER_SORT_EXPR[sort]
     qs = (
-        _daily_qs(user_id=None, date_range=date_range)
+        _user_daily_qs(user_id=None, date_range=date_range)
         .values("user_id")
         .annotate(**_SUMS)
         .annotate(sort_key=order)
@@ -522,8 +529,8 @@ def users_page(
 ) -> Page[UserUsage]:
     """Users with usage in the range, ``per_page`` at a time in ``sort`` order.
 
-    One grouped query over the daily rollup (LIMIT per_page + 1 to learn if there is more;
-    no separate COUNT over the grouping).
+    One grouped query over the per-user daily rollup (LIMIT per_page + 1 to learn if there is
+    more; no separate COUNT over the grouping).
     """
     offset = (page - 1) * per_page
     rows = list(
@@ -621,7 +628,7 @@ def spend_since(
     if (user_id is None) == (organization_id is None):
         raise ValueError("give exactly one of user_id and organization_id")
     if user_id is not None:
-        return _totals(UsageDaily.objects.filter(user_id=user_id, day__gte=since))
+        return _totals(UserUsageDaily.objects.filter(user_id=user_id, day__gte=since))
     return _totals(
         OrganizationUsageDaily.objects.filter(organization=organization_id, day__gte=since)
     )

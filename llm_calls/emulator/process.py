@@ -201,6 +201,12 @@ class EmulatorProcess:
         result: list[dict[str, Any]] = self._call("GET", "/_emulator/log")
         return result
 
+    def stats(self) -> dict[str, Any]:
+        """``{in_flight, max_in_flight, messages_total}`` for /v1/messages (max and total since
+        the last reset)."""
+        result: dict[str, Any] = self._call("GET", "/_emulator/stats")
+        return result
+
     def health(self) -> bool:
         return bool(self._call("GET", "/_emulator/health").get("ok"))
 

@@ -60,12 +60,19 @@ class EmulatorState:
         # Added to the wall clock by POST /_emulator/clock so tests can age cache entries and
         # refill buckets without sleeping for minutes.
         self.clock_offset_s = 0.0
+        # /v1/messages requests being handled right now (any outcome), and the most seen at once
+        # since the last reset: what GET /_emulator/stats reports to the concurrency benchmark.
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.messages_total = 0
 
     def now(self) -> float:
         return time.time() + self.clock_offset_s
 
     def reset(self) -> None:
         self.clock_offset_s = 0.0
+        self.max_in_flight = self.in_flight
+        self.messages_total = 0
         self.apply_config(self.startup_config.copy())
         self.cache.clear()
         self.ledger.clear()
@@ -378,6 +385,17 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 
 
 async def handle_messages(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    state.in_flight += 1
+    state.messages_total += 1
+    state.max_in_flight = max(state.max_in_flight, state.in_flight)
+    try:
+        return await _handle_messages(request)
+    finally:
+        state.in_flight -= 1
+
+
+async def _handle_messages(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     fingerprint = _authenticate(request)
     body = await _read_json(request)
@@ -767,6 +785,18 @@ async def handle_log(request: web.Request) -> web.StreamResponse:
     return _json_response(request.app[STATE_KEY].log.entries)
 
 
+async def handle_stats(request: web.Request) -> web.StreamResponse:
+    """In-flight gauge: ``in_flight`` /v1/messages requests now, ``max_in_flight`` since reset."""
+    state = request.app[STATE_KEY]
+    return _json_response(
+        {
+            "in_flight": state.in_flight,
+            "max_in_flight": state.max_in_flight,
+            "messages_total": state.messages_total,
+        }
+    )
+
+
 async def handle_reset(request: web.Request) -> web.StreamResponse:
     request.app[STATE_KEY].reset()
     return _json_response({"ok": True})
@@ -813,6 +843,7 @@ def build_app(config: EmulatorConfig) -> web.Application:
     app.router.add_get("/_emulator/health", handle_health)
     app.router.add_get("/_emulator/ledger", handle_ledger)
     app.router.add_get("/_emulator/log", handle_log)
+    app.router.add_get("/_emulator/stats", handle_stats)
     app.router.add_post("/_emulator/reset", handle_reset)
     app.router.add_get("/_emulator/config", handle_config_get)
     app.router.add_post("/_emulator/config", handle_config_set)

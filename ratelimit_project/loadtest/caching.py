@@ -213,7 +213,7 @@ def _cost_arm(
     project_redis.get_redis().flushall()
     for params in bodies:
         plan = plan_for_call(params=params, enabled=planner)
-        send_message(params=plan.body, policy=ONE_ATTEMPT)
+        send_message(params=plan.body, policy=ONE_ATTEMPT, cache_planner=False)
     return _costs(_ledger_usages(emulator))
 
 
@@ -242,7 +242,7 @@ def _throughput_arm(
                 number = next(counter)
             plan = plan_for_call(params=make_body(number), enabled=planner)
             try:
-                send_message(params=plan.body, policy=ONE_ATTEMPT)
+                send_message(params=plan.body, policy=ONE_ATTEMPT, cache_planner=False)
             except ClaudeCallError as error:
                 if error.last_status != 429:
                     raise

@@ -9,13 +9,17 @@ the documented worker command) as subprocesses sharing that database and Redis.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +126,26 @@ class Stack:
         self.workers.append(process)
         return process
 
+    def wait_for_workers(self, *, threads: int, timeout_s: float = 60.0) -> None:
+        """Block until at least ``threads`` RQ worker threads have registered in Redis, so a
+        measurement does not include the worker hosts' start-up (Django setup, imports)."""
+        from rq import Worker
+
+        deadline = time.monotonic() + timeout_s
+        while Worker.count(connection=project_redis.get_redis()) < threads:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"only {Worker.count(connection=project_redis.get_redis())} of {threads} "
+                    f"worker threads registered within {timeout_s:g} s; see {self.var_dir}/worker-*.log"
+                )
+            for process in self.workers:
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"worker host {process.pid} exited with {process.returncode}; "
+                        f"see {self.var_dir}/worker-*.log"
+                    )
+            time.sleep(0.1)
+
     def kill_worker(self, process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         os.killpg(process.pid, sig)
         process.wait()
@@ -164,3 +188,44 @@ def rss_mb(pids: list[int]) -> float:
                 total_kb += int(line.split()[1])
         todo.extend(int(c) for c in children)
     return total_kb / 1024
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile (0.5 = median) by nearest rank; 0.0 for no samples."""
+    ordered = sorted(samples)
+    if not ordered:
+        return 0.0
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[min(len(ordered), rank) - 1]
+
+
+def make_users(*, count: int, prefix: str = "bench") -> list[Any]:
+    """``count`` active users, members of one organization ``<prefix>-org``, no quotas."""
+    from django.contrib.auth.models import User
+
+    from queueing.models import Membership, Organization
+
+    org, _ = Organization.objects.get_or_create(name=f"{prefix}-org")
+    users = []
+    for number in range(count):
+        user, created = User.objects.get_or_create(username=f"{prefix}-{number}")
+        if created:
+            Membership.objects.create(user=user, organization=org)
+        users.append(user)
+    return users
+
+
+@contextlib.contextmanager
+def quiet_http_logs() -> Iterator[None]:
+    """Silence per-request INFO lines (httpx, the SDK's retry notes, our retry warnings) while a
+    scenario makes thousands of calls; the scenario's JSON must stay readable."""
+    names = ("anthropic", "httpx", "httpx2", "llm_calls.retry")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

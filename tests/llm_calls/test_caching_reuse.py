@@ -132,7 +132,7 @@ def test_planned_bodies_are_accepted_and_the_shared_prefix_is_read_from_cache(
     for question in ("Where is my order?", "Can I change my address?", "Do you ship to Norway?"):
         plan = plan_for_call(params=body(question))
         check_message_params(plan.body)
-        usages.append(send_message(params=plan.body, policy=FAST).usage)
+        usages.append(send_message(params=plan.body, policy=FAST, cache_planner=False).usage)
     write, *reads = usages
     assert write.cache_creation_input_tokens >= 6000 and write.cache_read_input_tokens == 0
     for usage in reads:
@@ -144,7 +144,7 @@ def test_planned_bodies_are_accepted_and_the_shared_prefix_is_read_from_cache(
 def test_without_the_planner_nothing_is_cached(claude: EmulatorProcess, redis_client) -> None:
     for question in ("Where is my order?", "Can I change my address?"):
         plan = plan_for_call(params=body(question), enabled=False)
-        usage = send_message(params=plan.body, policy=FAST).usage
+        usage = send_message(params=plan.body, policy=FAST, cache_planner=False).usage
         assert usage.cache_read_input_tokens == 0 and usage.cache_creation_input_tokens == 0
 
 
@@ -154,7 +154,7 @@ def test_one_hour_choice_is_billed_as_a_one_hour_write(
     tracker = ReuseTracker()
     plan_for_call(params=body("first"), tracker=tracker, now=50_000.0)
     plan = plan_for_call(params=body("ten minutes later"), tracker=tracker, now=50_600.0)
-    usage = send_message(params=plan.body, policy=FAST).usage
+    usage = send_message(params=plan.body, policy=FAST, cache_planner=False).usage
     assert usage.cache_creation_1h > 6000 and usage.cache_creation_5m == 0
 
 
@@ -172,7 +172,7 @@ def test_multi_turn_conversation_reads_the_previous_turns(
         )
         params = {"model": MODEL, "max_tokens": 400, "system": SYSTEM, "messages": list(messages)}
         plan = plan_for_call(params=params)
-        result = send_message(params=plan.body, policy=FAST)
+        result = send_message(params=plan.body, policy=FAST, cache_planner=False)
         reads.append(result.usage.cache_read_input_tokens)
         messages.append({"role": "assistant", "content": result.text})
     # Turn 0 writes the system prompt; every later turn reads at least it; from turn 3 on the

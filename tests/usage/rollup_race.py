@@ -32,7 +32,13 @@ def main() -> int:
     from llm_calls.types import Usage
     from queueing.models import Organization
     from usage import services
-    from usage.models import AuditLog, OrganizationUsageDaily, SessionUsage, UsageDaily
+    from usage.models import (
+        AuditLog,
+        OrganizationUsageDaily,
+        SessionUsage,
+        UsageDaily,
+        UserUsageDaily,
+    )
 
     call_command("migrate", verbosity=0)
     services.prices_seed_defaults()
@@ -130,6 +136,7 @@ def main() -> int:
         name: norm(model.objects.aggregate(**{f: Sum(f) for f in fields}))
         for name, model in (
             ("daily", UsageDaily),
+            ("user_daily", UserUsageDaily),
             ("session", SessionUsage),
             ("org", OrganizationUsageDaily),
         )
@@ -142,6 +149,7 @@ def main() -> int:
         "expected_rows": expected_rows,
         "duplicate_rows": AuditLog.objects.filter(request_id="dup").count(),
         "daily_rows": UsageDaily.objects.count(),
+        "user_daily_rows": UserUsageDaily.objects.count(),
         "session_rows": SessionUsage.objects.count(),
         "org_rows": OrganizationUsageDaily.objects.count(),
         "audit": audit,
@@ -153,6 +161,7 @@ def main() -> int:
         and result["duplicate_rows"] == ROUNDS
         # one row per (day, user|system) and per (session, user|system): no duplicates from races
         and result["daily_rows"] == 2 * ROUNDS
+        and result["user_daily_rows"] == 2 * ROUNDS
         and result["session_rows"] == 2 * ROUNDS
         and result["org_rows"] == 2 * ROUNDS
         and all(r == audit for r in rollups.values())

@@ -18,6 +18,7 @@ from usage.models import (
     ServiceTier,
     SessionUsage,
     UsageDaily,
+    UserUsageDaily,
 )
 
 pytestmark = pytest.mark.django_db
@@ -82,6 +83,8 @@ def test_rollups_add_up_across_calls_and_track_session_bounds() -> None:
     assert session.first_at == at("2026-03-02", 8)
     assert session.last_at == at("2026-03-02", 11)
     assert OrganizationUsageDaily.objects.get(organization=None).requests == 5
+    per_user = UserUsageDaily.objects.get(user=user)
+    assert (per_user.requests, per_user.cost_usd) == (3, Decimal("0.00027"))
 
 
 def test_same_client_request_id_is_recorded_once() -> None:
@@ -184,6 +187,6 @@ def test_record_call_is_a_handful_of_queries() -> None:
     record(user=user)  # creates the rollup rows and loads the price book
     with CaptureQueriesContext(connection) as queries:
         record(user=user, client_request_id="abc")
-    # insert + three rollup updates (+ savepoint bookkeeping on some backends)
+    # insert + four rollup updates (+ savepoint bookkeeping on some backends)
     statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert len(statements) == 4, statements
+    assert len(statements) == 5, statements

@@ -17,6 +17,7 @@ from usage.models import (
     SessionUsage,
     UsageCounters,
     UsageDaily,
+    UserUsageDaily,
 )
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +29,9 @@ def snapshot() -> dict[str, Any]:
         "daily": sorted(
             UsageDaily.objects.values_list("day", "user_id", "organization_id", "model", *counters),
             key=str,
+        ),
+        "user_daily": sorted(
+            UserUsageDaily.objects.values_list("day", "user_id", *counters), key=str
         ),
         "sessions": sorted(
             SessionUsage.objects.values_list(

@@ -42,7 +42,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"inserted {result.rows:,} rows for {result.users:,} users in "
             f"{result.sessions:,} sessions ({result.seconds_insert}s); rollups "
-            f"{result.rollups.daily_rows:,} daily / {result.rollups.session_rows:,} session / "
+            f"{result.rollups.daily_rows:,} daily / {result.rollups.user_daily_rows:,} user-daily / "
+            f"{result.rollups.session_rows:,} session / "
             f"{result.rollups.organization_rows:,} organization rows ({result.seconds_rollups}s)"
         )
         if result.problems:

@@ -1,0 +1,362 @@
+"""Workload pieces shared by the queueing scenarios (``fairness``, ``priority``, ``eta``).
+
+- ``Stream``: one simulated user in one priority class, sending requests of random size.
+- ``ClosedLoop``: keeps each stream's backlog (requests still queued in the gateway) topped up,
+  so a stream stays backlogged for as long as the loop runs; ``OpenLoop`` submits at a random
+  (Poisson) rate instead. Both go through ``queueing.services.submit_request``, the real door.
+- ``drain_limiter``: start a measurement from an (almost) empty ITPM bucket. A fresh bucket
+  holds a whole minute of tokens, so without this the first minute of any "limiter-bound" run
+  is in fact bound by the pipeline's own speed.
+- ``collect`` / ``percentile`` / ``jain_index``: the figures, from the ``LLMRequest`` rows
+  (``created_at`` = submitted, ``dispatched_at`` = left the queue; the wait is their difference).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth.models import User
+
+from queueing import conf, services
+from queueing.limiter import get_limiter
+from queueing.models import LLMRequest, Membership, Organization
+from ratelimit_project.loadtest.stack import Stack
+
+MODEL = "claude-sonnet-4-6"
+MODEL_CLASS = "sonnet"
+Status = LLMRequest.Status
+_WORDS = [
+    "queue", "limiter", "bucket", "token", "request", "answer", "model", "share", "fair",
+    "wait", "priority", "class", "user", "session", "cache", "prompt", "output", "input",
+    "minute", "second", "dispatch", "worker", "gateway",
+]  # fmt: skip
+
+
+@dataclass
+class Stream:
+    """One user sending to one priority class. ``backlog`` = requests kept queued (closed loop)."""
+
+    label: str
+    user: User
+    priority: str = "query"
+    backlog: int = 1
+    input_tokens: tuple[int, int] = (200, 1400)
+    output_tokens: int = 50
+    traffic_weight: float = 1.0  # OpenLoop: relative share of the arrivals
+    outstanding: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """One request as the load generator saw it at submit time."""
+
+    request_id: int
+    label: str
+    priority: str
+    submitted_at: float  # epoch seconds
+    cost: int  # the scheduler's cost: estimated input tokens + max_tokens
+    own_tokens_ahead: int  # cost of this stream's requests still queued ahead of it
+    predicted_wait_s: float | None
+
+
+def make_users(prefix: str, count: int) -> list[User]:
+    """``count`` fresh users of one organization (no quotas: the limiter is what binds)."""
+    org, _ = Organization.objects.get_or_create(name=f"bench-{prefix}")
+    users = []
+    for n in range(count):
+        user = User.objects.create_user(username=f"{prefix}-{n}-{time.time_ns()}")
+        Membership.objects.create(user=user, organization=org)
+        users.append(user)
+    return users
+
+
+def prompt(rng: random.Random, tokens: int, output_tokens: int) -> str:
+    """About ``tokens`` input tokens (4 characters each) ending in the emulator's output marker."""
+    marker = f" [[emulator:output_tokens={output_tokens}]]"
+    target = max(1, tokens * 4 - len(marker))
+    words: list[str] = []
+    size = 0
+    while size < target:
+        word = rng.choice(_WORDS)
+        words.append(word)
+        size += len(word) + 1
+    return " ".join(words)[:target] + marker
+
+
+def submit(stream: Stream, rng: random.Random, *, own_tokens_ahead: int = 0) -> Submitted:
+    low, high = stream.input_tokens
+    text = prompt(rng, rng.randint(low, high), stream.output_tokens)
+    row = services.submit_request(
+        user=stream.user,
+        session_id=f"bench-{stream.label}",
+        model=MODEL,
+        messages=[{"role": "user", "content": text}],
+        max_tokens=stream.output_tokens,
+        priority=stream.priority,
+    )
+    return Submitted(
+        request_id=row.pk,
+        label=stream.label,
+        priority=stream.priority,
+        submitted_at=row.created_at.timestamp(),
+        cost=row.estimated_input_tokens + row.max_tokens,
+        own_tokens_ahead=own_tokens_ahead,
+        predicted_wait_s=row.predicted_wait_s,
+    )
+
+
+class ClosedLoop:
+    """Keep every stream's queued backlog at ``stream.backlog``, checking every ``tick_s``.
+
+    A stream's request leaves its backlog when the dispatcher takes it; the next tick submits
+    a replacement, so each stream stays backlogged (minus at most one tick) the whole run.
+    """
+
+    def __init__(self, streams: list[Stream], *, seed: int, tick_s: float = 0.02) -> None:
+        self.streams = streams
+        self.rng = random.Random(seed)
+        self.tick_s = tick_s
+        self.submitted: list[Submitted] = []
+        self.costs: dict[int, int] = {}
+        self.ticks = 0
+        self.short_ticks: dict[str, int] = {s.label: 0 for s in streams}
+
+    def step(self) -> None:
+        waiting = [pk for s in self.streams for pk in s.outstanding]
+        queued = set(
+            LLMRequest.objects.filter(pk__in=waiting, status=Status.QUEUED).values_list(
+                "pk", flat=True
+            )
+        )
+        self.ticks += 1
+        for stream in self.streams:
+            stream.outstanding = [pk for pk in stream.outstanding if pk in queued]
+            if not stream.outstanding:
+                self.short_ticks[stream.label] += 1  # found empty: not backlogged this tick
+            while len(stream.outstanding) < stream.backlog:
+                ahead = sum(self.costs[pk] for pk in stream.outstanding)
+                item = submit(stream, self.rng, own_tokens_ahead=ahead)
+                self.costs[item.request_id] = item.cost
+                stream.outstanding.append(item.request_id)
+                self.submitted.append(item)
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            started = time.monotonic()
+            self.step()
+            time.sleep(max(0.0, self.tick_s - (time.monotonic() - started)))
+
+    def outstanding(self) -> list[int]:
+        return [pk for s in self.streams for pk in s.outstanding]
+
+
+class OpenLoop:
+    """Poisson arrivals at ``rate_per_s``, each from a stream picked with probability
+    proportional to its ``traffic_weight``."""
+
+    def __init__(self, streams: list[Stream], *, rate_per_s: float, seed: int) -> None:
+        self.streams = streams
+        self.rate_per_s = rate_per_s
+        self.rng = random.Random(seed)
+        self.submitted: list[Submitted] = []
+        self.behind_s = 0.0  # the most the generator ever lagged its arrival schedule
+
+    def run_until(self, end: float) -> None:
+        """Submit until epoch time ``end``."""
+        weights = [s.traffic_weight for s in self.streams]
+        due = time.time()
+        while True:
+            due += self.rng.expovariate(self.rate_per_s)
+            if due >= end:
+                time.sleep(max(0.0, end - time.time()))
+                return
+            lag = time.time() - due
+            if lag < 0:
+                time.sleep(-lag)
+            self.behind_s = max(self.behind_s, lag)
+            stream = self.rng.choices(self.streams, weights=weights)[0]
+            self.submitted.append(submit(stream, self.rng))
+
+
+def drain_limiter(model_class: str = MODEL_CLASS) -> float:
+    """Take what the ITPM bucket holds, leaving only its admission headroom; returns tokens taken.
+
+    The reservation is never reconciled: those tokens are simply spent, as if a minute of
+    earlier traffic had used them.
+    """
+    limiter = get_limiter()
+    state = limiter.state(model_class=model_class)
+    level = state["levels"]["itpm"]
+    capacity = state["limits"]["effective"]["itpm"]
+    if level is None or not capacity:
+        return 0.0
+    take = math.floor(level - conf.limiter_headroom()["itpm"] * capacity)
+    if take <= 0:
+        return 0.0
+    admission = limiter.try_reserve(model_class=model_class, input_tokens=take, output_tokens=0)
+    return float(take) if admission.admitted else 0.0
+
+
+def cancel_queued(ids: Iterable[int]) -> int:
+    """Cancel every still-queued request among ``ids`` (as its owner would); returns how many."""
+    cancelled = 0
+    for row in LLMRequest.objects.filter(pk__in=list(ids), status=Status.QUEUED).select_related(
+        "user"
+    ):
+        try:
+            services.cancel_request(request=row, by_user=row.user)
+        except services.CannotCancel:
+            continue  # dispatched in the meantime
+        cancelled += 1
+    return cancelled
+
+
+def queued_among(ids: Iterable[int]) -> bool:
+    """True while any of ``ids`` is still waiting in the queue."""
+    return LLMRequest.objects.filter(pk__in=list(ids), status=Status.QUEUED).exists()
+
+
+def wait_settled(ids: Iterable[int], *, timeout_s: float = 60.0) -> int:
+    """Wait until none of ``ids`` is queued, dispatched or running; returns how many still are."""
+    pks = list(ids)
+    deadline = time.monotonic() + timeout_s
+    active = (Status.QUEUED, Status.DISPATCHED, Status.RUNNING)
+    while True:
+        left = LLMRequest.objects.filter(pk__in=pks, status__in=active).count()
+        if left == 0 or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class WindowRun:
+    loop: ClosedLoop
+    outcomes: list[Outcome]
+    window: tuple[float, float]  # epoch seconds [start, end) of the measured window
+    info: dict[str, Any]
+
+
+def run_window(
+    stack: Stack,
+    streams: list[Stream],
+    *,
+    threads: int,
+    warmup_s: float,
+    duration_s: float,
+    tail_cap_s: float,
+    measured: Callable[[Submitted], bool],
+    seed: int = 7,
+) -> WindowRun:
+    """Start a worker host, drain the ITPM bucket, run the closed loop for ``warmup_s`` +
+    ``duration_s``, keep it running until every ``measured`` request submitted in the window
+    has left the queue (at most ``tail_cap_s`` more), then cancel what is still queued, wait for
+    the calls in flight and stop the worker host."""
+    stack.emulator.reset()
+    stack.start_worker(threads=threads)
+    stack.wait_for_workers(threads=threads)
+    drained = drain_limiter()
+    loop = ClosedLoop(streams, seed=seed)
+    started = time.time()
+    window = (started + warmup_s, started + warmup_s + duration_s)
+    loop.run_until(lambda: time.time() >= window[1])
+    pending = {s.request_id for s in loop.submitted if s.submitted_at < window[1] and measured(s)}
+    tail_deadline = time.time() + tail_cap_s
+    # Keep every stream backlogged until the window's measured requests have left the queue,
+    # so their waits are measured under the same load they were submitted into.
+    loop.run_until(
+        lambda: time.time() > tail_deadline or not pending.intersection(loop.outstanding())
+    )
+    load_s = time.time() - started
+    cancelled = cancel_queued(loop.outstanding())
+    unsettled = wait_settled([s.request_id for s in loop.submitted])
+    stack.stop_workers()
+    http_429 = sum(1 for entry in stack.emulator.log() if entry.get("status") == 429)
+    return WindowRun(
+        loop=loop,
+        outcomes=collect(loop.submitted),
+        window=window,
+        info={
+            "load_s": round(load_s, 1),
+            "drained_itpm_tokens": drained,
+            "submitted": len(loop.submitted),
+            "cancelled_after_run": cancelled,
+            "unsettled": unsettled,
+            "rate_limit_errors": http_429,
+            "ticks": loop.ticks,
+            "ticks_found_empty": dict(loop.short_ticks),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A submitted request joined with its row after the run."""
+
+    item: Submitted
+    status: str
+    created_at: float
+    dispatched_at: float | None
+    billed_tokens: int  # input + cache + output tokens the API billed (0 if no answer)
+
+    @property
+    def wait_s(self) -> float | None:
+        return None if self.dispatched_at is None else self.dispatched_at - self.created_at
+
+
+def collect(submitted: list[Submitted]) -> list[Outcome]:
+    by_id = {s.request_id: s for s in submitted}
+    rows = LLMRequest.objects.filter(pk__in=list(by_id)).values(
+        "pk", "status", "created_at", "dispatched_at", "result"
+    )
+    outcomes = []
+    for row in rows:
+        usage: dict[str, Any] = (row["result"] or {}).get("usage") or {}
+        billed = sum(
+            int(usage.get(key) or 0)
+            for key in (
+                "input_tokens",
+                "output_tokens",
+                "cache_creation_input_tokens",
+                "cache_read_input_tokens",
+            )
+        )
+        outcomes.append(
+            Outcome(
+                item=by_id[row["pk"]],
+                status=row["status"],
+                created_at=row["created_at"].timestamp(),
+                dispatched_at=row["dispatched_at"].timestamp() if row["dispatched_at"] else None,
+                billed_tokens=billed,
+            )
+        )
+    outcomes.sort(key=lambda o: o.item.request_id)
+    return outcomes
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """Linear-interpolated percentile (``q`` in 0..100), None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def jain_index(values: Iterable[float]) -> float | None:
+    """(Σx)² / (n·Σx²): 1.0 when all equal, 1/n when one takes everything."""
+    xs = list(values)
+    squares = sum(x * x for x in xs)
+    if not xs or squares == 0:
+        return None
+    return sum(xs) ** 2 / (len(xs) * squares)
+
+
+def rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)

@@ -1,0 +1,79 @@
+"""The layering DESIGN.md promises, checked on the source itself.
+
+queueing (policy) → llm_calls (transport) and usage (accounting); llm_calls imports neither;
+the emulator imports none of the apps; only queueing calls llm_calls' send function, which is
+how "no call bypasses the limiter and tracking" stays true.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ("llm_calls", "usage", "queueing", "ratelimit_project")
+
+
+def python_files(*dirs: str) -> list[Path]:
+    return [p for d in dirs for p in (ROOT / d).rglob("*.py") if "migrations" not in p.parts]
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def top_packages(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in imported_modules(path)}
+
+
+@pytest.mark.parametrize("path", python_files("llm_calls"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_transport_imports_neither_usage_nor_queueing(path: Path) -> None:
+    assert not top_packages(path) & {"usage", "queueing"}
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in python_files("llm_calls/emulator")], ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_the_emulator_imports_none_of_the_apps(path: Path) -> None:
+    assert not top_packages(path) & set(APPS)
+
+
+def test_only_the_client_imports_the_sdk() -> None:
+    importers = [
+        str(p.relative_to(ROOT)) for p in python_files(*APPS) if "anthropic" in top_packages(p)
+    ]
+    assert importers == ["llm_calls/client.py"]
+
+
+def uses_send_message(path: Path) -> bool:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and any(a.name == "send_message" for a in node.names):
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == "send_message":
+            return True
+    return False
+
+
+def test_only_queueing_calls_send_message() -> None:
+    """App code outside queueing never calls the transport directly (benchmarks of the transport
+    itself, under ratelimit_project/loadtest, may)."""
+    callers = [
+        str(path.relative_to(ROOT))
+        for path in python_files("llm_calls", "usage", "ratelimit_project")
+        if path != ROOT / "llm_calls" / "services.py"
+        and not path.is_relative_to(ROOT / "ratelimit_project" / "loadtest")
+        and uses_send_message(path)
+    ]
+    assert callers == []
+    assert uses_send_message(ROOT / "queueing" / "services.py")
