@@ -33,7 +33,8 @@ settings strands requests queued in it until they are re-enqueued.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -81,6 +82,15 @@ class Position:
     class_tokens: int
     priority: str
     cost: int
+    # Per competitor passed to ``position``: tokens of NEW requests it could still get
+    # dispatched ahead of this one (start-time fair queueing lets a user whose queue ends
+    # below this request's start tag go first). 0 when its queue already reaches past it.
+    competitor_room: dict[str, float] = field(default_factory=dict)
+
+
+def user_key_for(*, user_id: int) -> str:
+    """The key a user's requests are queued under (one shared key in ``fifo`` mode)."""
+    return "fifo" if conf.scheduler_mode() == "fifo" else f"u{user_id}"
 
 
 def _text(value: Any) -> str:
@@ -203,10 +213,24 @@ class FairScheduler:
     def contains(self, *, request_id: int) -> bool:
         return bool(self.redis.exists(f"gw:sch:req:{_request_id(request_id)}"))
 
-    def position(self, *, request_id: int) -> Position | None:
-        """Where a queued request stands (see ``Position``); None if it is not queued."""
+    def position(
+        self, *, request_id: int, competitors: Mapping[str, float] | None = None
+    ) -> Position | None:
+        """Where a queued request stands (see ``Position``); None if it is not queued.
+
+        ``competitors`` (user key → weight, same class) asks for each one's
+        ``competitor_room``: what it could still get ahead of this request by submitting more.
+        """
+        pairs = list((competitors or {}).items())
         raw = _POSITION(
-            self.redis, keys=[], args=[*self._class_args(), str(_request_id(request_id))]
+            self.redis,
+            keys=[],
+            args=[
+                *self._class_args(),
+                str(_request_id(request_id)),
+                len(pairs),
+                *(part for key, weight in pairs for part in (key, repr(float(weight)))),
+            ],
         )
         if not raw:
             return None
@@ -215,6 +239,10 @@ class FairScheduler:
         classes = conf.priority_classes()
         depth = {
             name: (int(raw[6 + 2 * i]), int(raw[7 + 2 * i])) for i, (name, _) in enumerate(classes)
+        }
+        rooms = raw[6 + 2 * len(classes) :]
+        competitor_room = {
+            key: max(0.0, float(_text(room))) for (key, _), room in zip(pairs, rooms, strict=True)
         }
         shares = dict(classes)
         index = [name for name, _ in classes].index(priority)
@@ -250,6 +278,7 @@ class FairScheduler:
             class_tokens=depth[priority][1],
             priority=priority,
             cost=cost,
+            competitor_room=competitor_room,
         )
 
     def depth(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from llm_calls.validation import InvalidRequest, check_message_params
 from queueing import conf, eta, journal, leases, notifications, quotas
 from queueing.limiter import Reservation, get_limiter, itpm_charge
 from queueing.models import LLMRequest, Membership, Quota
-from queueing.scheduler import get_scheduler
+from queueing.scheduler import get_scheduler, user_key_for
 from ratelimit_project.redis import get_redis
 from usage import pricing
 from usage import services as usage_services
@@ -213,7 +213,7 @@ def _schedule(request: LLMRequest) -> None:
     fifo = conf.scheduler_mode() == "fifo"  # the benchmark baseline: everyone is one user
     scheduler.enqueue(
         request_id=request.pk,
-        user_key="fifo" if fifo else f"u{request.user_id}",
+        user_key=user_key_for(user_id=request.user_id),
         priority=request.priority,
         cost=request.estimated_input_tokens + request.max_tokens,
         weight=1.0

@@ -63,7 +63,7 @@ from queueing.models import LLMRequest, Membership, Organization, Quota, QuotaAl
 from ratelimit_project import redis as project_redis
 from usage import pricing
 from usage import services as usage_services
-from usage.models import AuditLog
+from usage.models import AuditLog, SessionUsage
 
 T = TypeVar("T")
 Status = LLMRequest.Status
@@ -703,6 +703,8 @@ class Traffic:
         self.sessions: dict[int, list[Session]] = {i: [] for i in range(len(users))}
         self.next_session: dict[int, int] = {}
         self.counters = TrafficCounters()
+        # alice and bob (the printed logins) speak first, so their dashboards always have data.
+        self.opening_users = [i for i, u in enumerate(users) if u.username in ("alice", "bob")]
         self.request_ids: list[int] = []
         bulk_share = dict(PRIORITY_MIX)["bulk"]
         self.limit: int | None = None
@@ -759,7 +761,10 @@ class Traffic:
         )
 
     def submit_one(self) -> None:
-        user_index = self.rng.choices(range(len(self.users)), weights=self.weights)[0]
+        if self.opening_users:
+            user_index = self.opening_users.pop(0)
+        else:
+            user_index = self.rng.choices(range(len(self.users)), weights=self.weights)[0]
         user = self.users[user_index]
         session = self._session_for(user_index)
         priority = self._priority()
@@ -1175,7 +1180,7 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
     if stop.is_set():
         return
     if options.serve and base is not None:
-        _print_urls(out=out, base=base, logins=logins, first_pk=first_pk)
+        _print_urls(out=out, base=base, logins=logins)
         while not stop.wait(1.0):
             dead = stack.dead_children()
             if dead:
@@ -1320,26 +1325,28 @@ def _final_summary(
     out.flush()
 
 
-def _print_urls(*, out: TextIO, base: str, logins: Logins, first_pk: int) -> None:
+def _print_urls(*, out: TextIO, base: str, logins: Logins) -> None:
     session = (
-        LLMRequest.objects.filter(pk__gte=first_pk, user__username="alice", status=Status.SUCCEEDED)
+        SessionUsage.objects.filter(user__username="alice")
+        .order_by("-last_at")
         .values_list("session_id", flat=True)
         .first()
     )
-    lines = [
-        "",
-        "The gateway is up. Open:",
-        f"  Dashboard        {base}/usage/",
-    ]
+    rows = [("Dashboard", f"{base}/usage/")]
     if session:
-        lines.append(f"  A session        {base}/usage/sessions/{session}/")
+        rows.append(("A session", f"{base}/usage/sessions/{session}/"))
+    rows += [
+        ("Queue", f"{base}/queue/"),
+        ("All users", f"{base}/usage/users/  (staff)"),
+        ("Queue overview", f"{base}/queue/staff/  (staff)"),
+        ("Admin", f"{base}/admin/"),
+    ]
+    lines = ["", "The gateway is up. Open:"]
+    lines += [f"  {label:<15} {url}" for label, url in rows]
     lines += [
-        f"  Queue            {base}/queue/",
-        f"  All users (staff) {base}/usage/users/   queue overview {base}/queue/staff/",
-        f"  Admin            {base}/admin/",
         "Logins:",
-        f"  end user   alice / {logins.user_password}   (every demo user, e.g. bob, has this password)",
-        f"  admin      {ADMIN_USERNAME} / {logins.admin_password}   (staff + superuser)",
+        f"  end user  alice / {logins.user_password}  (every demo user, e.g. bob, has it)",
+        f"  staff     {ADMIN_USERNAME} / {logins.admin_password}  (staff + superuser)",
         "Press Ctrl-C to stop everything (or run `make stop` in another terminal).",
     ]
     out.write("\n".join(lines) + "\n")

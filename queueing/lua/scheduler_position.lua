@@ -1,9 +1,16 @@
 -- Where request ARGV[o] stands, or nil. Read-only. Returns
 -- {class, cost, user requests ahead, user tokens ahead, class requests ahead, class tokens
---  ahead, then n and tok of every configured class in order}.
+--  ahead, then n and tok of every configured class in order, then one room per competitor}.
 -- Within its class the count is exact if nothing else arrives: replaying start-time fair
 -- queueing, another user's request goes first iff its start tag is smaller (ties: earlier
 -- enqueued). Costs O(requests ahead in the class).
+--
+-- Competitors (optional): ARGV[o+1] = m, then m pairs (user key, weight) of users of the same
+-- class who may submit more while this request waits. A competitor's "room" is how many tokens
+-- of NEW requests it could still get dispatched ahead of this one: its next request would start
+-- at the tag after its own queue (or at the class clock when idle), and every tag below this
+-- request's start tag goes first, so room = max(0, start - tail) * weight. 0 when its queue
+-- already reaches past this request. Rooms are returned as strings (floats).
 local names, shares, o = classes()
 local id = ARGV[o]
 local req = redis.call('HMGET', req_key(id), 'u', 'p', 'c', 'w', 't', 'm')
@@ -33,6 +40,7 @@ end
 
 local class_n, class_tok = rank, user_tok
 local others = redis.call('ZRANGEBYSCORE', users_key(c), '-inf', start, 'WITHSCORES')
+local tails = {}  -- backlogged user -> start tag of its next new request, if still below ours
 for i = 1, #others, 2 do
   local v = others[i]
   if v ~= u then
@@ -55,6 +63,9 @@ for i = 1, #others, 2 do
       end
       offset = offset + 100
     end
+    if not done then
+      tails[v] = s
+    end
   end
 end
 
@@ -63,5 +74,26 @@ for _, name in ipairs(names) do
   local state = redis.call('HMGET', class_key(name), 'n', 'tok')
   out[#out + 1] = num(state[1], 0)
   out[#out + 1] = num(state[2], 0)
+end
+
+local clock = num(redis.call('HGET', class_key(c), 'v'), 0)
+local competitors = tonumber(ARGV[o + 1]) or 0
+for i = 1, competitors do
+  local v = ARGV[o + 2 * i]
+  local weight = tonumber(ARGV[o + 2 * i + 1]) or 1
+  local tail = nil
+  if v ~= u then
+    if tails[v] ~= nil then
+      tail = tails[v]
+    elseif redis.call('ZSCORE', users_key(c), v) == false then
+      -- idle: its next request starts at the class clock, or its own tag if that is later
+      tail = math.max(num(redis.call('HGET', user_key(c, v), 'vt'), 0), clock)
+    end
+  end
+  local room = 0
+  if tail ~= nil and tail < start then
+    room = (start - tail) * weight
+  end
+  out[#out + 1] = tostring(room)
 end
 return out

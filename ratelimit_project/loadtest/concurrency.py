@@ -31,6 +31,8 @@ from queueing.models import LLMRequest
 from ratelimit_project.loadtest.stack import Stack, make_users, quiet_http_logs, rss_mb
 
 MODEL = "claude-sonnet-4-6"
+# The AOF policy of the embedded Redis (the default deployment), not the test default "always".
+REDIS_APPENDFSYNC = "everysec"
 UNLIMITED = {"rpm": 0, "itpm": 0, "otpm": 0}
 DEFAULTS: dict[str, str] = {"requests": "600", "latency_ms": "2000", "variants": "1x256,2x128"}
 TARGET_IN_FLIGHT = 256
@@ -187,6 +189,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                 "chars_per_token": float(options.get("chars_per_token") or 4.0),
             },
             rate_limits={"sonnet": UNLIMITED},
+            redis_appendfsync=REDIS_APPENDFSYNC,
         ) as stack,
     ):
         users = make_users(count=8, prefix="concurrency")

@@ -33,6 +33,8 @@ from usage import services as usage_services
 from usage.models import AuditLog
 
 MODEL = "claude-sonnet-4-6"
+# The AOF policy of the embedded Redis (the default deployment), not the test default "always".
+REDIS_APPENDFSYNC = "everysec"
 UNLIMITED = {"rpm": 0, "itpm": 0, "otpm": 0}
 DEFAULTS = {"rounds": 200, "tracking": 1000, "threads": 8, "warmup": 10}
 TARGET_TRACKING_P50_MS = 2.0
@@ -162,6 +164,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                 "chars_per_token": float(options.get("chars_per_token") or 4.0),
             },
             rate_limits={"sonnet": UNLIMITED},
+            redis_appendfsync=REDIS_APPENDFSYNC,
         ) as stack,
     ):
         (user,) = make_users(count=1, prefix="overhead")

@@ -56,9 +56,14 @@ class Stack:
         emulator: dict[str, Any] | None = None,
         rate_limits: dict[str, dict[str, int]] | None = None,
         worker_env: dict[str, str] | None = None,
+        redis_appendfsync: str = "always",
     ) -> None:
         self.var_dir = Path(settings.VAR_DIR)
-        self.redis = project_redis.PrivateRedis(self.var_dir / "redis")
+        # "everysec" is the embedded server's (the default deployment's) policy; "always" fsyncs
+        # before every write's reply (see PrivateRedis).
+        self.redis = project_redis.PrivateRedis(
+            self.var_dir / "redis", appendfsync=redis_appendfsync
+        )
         self.emulator = EmulatorProcess(**(emulator or {}))
         self.rate_limits = rate_limits
         self.worker_env = worker_env or {}

@@ -65,6 +65,8 @@ from queueing.models import LLMRequest
 from ratelimit_project.loadtest.stack import Stack, make_users, percentile, quiet_http_logs
 
 MODEL = "claude-sonnet-4-6"
+# The AOF policy of the embedded Redis (the default deployment), not the test default "always".
+REDIS_APPENDFSYNC = "everysec"
 MODEL_CLASS = "sonnet"
 PIPELINE_KEY = "sk-ant-bench-key"  # what Stack gives the gateway
 NAIVE_KEY = "sk-ant-bench-naive"
@@ -429,6 +431,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                 "chars_per_token": chars_per_token,
             },
             rate_limits={MODEL_CLASS: limits},
+            redis_appendfsync=REDIS_APPENDFSYNC,
         ) as stack,
     ):
         users = make_users(count=int(cfg["users"]), prefix="util")
