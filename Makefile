@@ -15,15 +15,25 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## The main job: emulator, embedded Redis, workers, web server, traffic, then the dashboard URL.
+## Flags through ARGS, e.g. `make demo ARGS="--duration 30 --port 8080"` or `make demo ARGS=--real`.
 demo: install
-	$(PY) manage.py demo
+	$(PY) manage.py demo $(ARGS)
 
-## Everything CI checks: lint, format, types, then the whole test suite.
+PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
+
+## Everything CI checks: lint, format, types, the whole suite on SQLite, and again on
+## PostgreSQL when one answers at 127.0.0.1:5432 (as on CI).
 test: install browser-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
 	$(PY) -m pytest
+	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2)" 2>/dev/null; then \
+	  echo "== PostgreSQL is reachable: the suite again with DATABASE_URL=$(PG_TEST_URL) =="; \
+	  DATABASE_URL=$(PG_TEST_URL) $(PY) -m pytest; \
+	else \
+	  echo "== No PostgreSQL at 127.0.0.1:5432: the PostgreSQL run was not done =="; \
+	fi
 
 lint: install
 	$(PY) -m ruff check .

@@ -200,7 +200,14 @@ def check_message_params(params: Mapping[str, Any]) -> None:
     if metadata is not None and not isinstance(metadata, Mapping):
         raise InvalidRequest("metadata", "must be an object")
 
-    size = len(json.dumps(params, ensure_ascii=False).encode("utf-8"))
+    try:
+        # allow_nan=False: NaN/Infinity are not JSON, the API would refuse the body.
+        encoded = json.dumps(params, ensure_ascii=False, allow_nan=False)
+    except RecursionError:
+        raise InvalidRequest("body", "is nested too deeply") from None
+    except (TypeError, ValueError) as exc:  # a set, an object, NaN, a circular reference…
+        raise InvalidRequest("body", f"is not JSON-serialisable ({exc})") from None
+    size = len(encoded.encode("utf-8"))
     if size > MAX_BODY_BYTES:
         raise InvalidRequest(
             "body", f"is {size:,} bytes; the API accepts at most {MAX_BODY_BYTES:,}"

@@ -101,6 +101,10 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
         raise InvalidRequest(
             "body", f"is not valid JSON ({exc.msg} at line {exc.lineno})"
         ) from None
+    except RecursionError:
+        raise InvalidRequest("body", "is nested too deeply") from None
+    except ValueError:  # an integer past Python's 4,300-digit conversion limit
+        raise InvalidRequest("body", "contains a number too long to read") from None
     if not isinstance(data, dict):
         raise InvalidRequest("body", "must be a JSON object")
     return data

@@ -208,19 +208,32 @@ def _admit_quota(*, request: LLMRequest, submission: Submission) -> None:
         raise QuotaExceeded(request, check.message)
 
 
-def _schedule(request: LLMRequest) -> None:
+def _schedule(request: LLMRequest, *, arrival: bool = False) -> None:
+    """Put the row in the fair scheduler; ``arrival``: a new request (counted in ETA rates)."""
     scheduler = get_scheduler()
     fifo = conf.scheduler_mode() == "fifo"  # the benchmark baseline: everyone is one user
+    user_key = user_key_for(user_id=request.user_id)
+    weight = (
+        1.0
+        if fifo
+        else fair_share_weight(user_id=request.user_id, organization_id=request.organization_id)
+    )
     scheduler.enqueue(
         request_id=request.pk,
-        user_key=user_key_for(user_id=request.user_id),
+        user_key=user_key,
         priority=request.priority,
         cost=request.estimated_input_tokens + request.max_tokens,
-        weight=1.0
-        if fifo
-        else fair_share_weight(user_id=request.user_id, organization_id=request.organization_id),
+        weight=weight,
         enqueued_at=request.created_at.timestamp(),
     )
+    if arrival:
+        eta.record_arrival(
+            priority=request.priority,
+            user_key=user_key,
+            weight=weight,
+            input_tokens=request.estimated_input_tokens,
+            max_tokens=request.max_tokens,
+        )
     notifications.wake_dispatchers()
 
 
@@ -274,11 +287,12 @@ def submit_request(
         # The batch route (queueing.batching) collects these rows itself, at half price.
         notifications.wake_dispatchers()
         return request
-    _schedule(request)
+    _schedule(request, arrival=True)
     predicted = eta.predict_wait_s(request=request)
-    if predicted is not None:
-        LLMRequest.objects.filter(pk=request.pk).update(predicted_wait_s=predicted)
-        request.predicted_wait_s = predicted
+    if predicted is None:
+        predicted = 0.0  # a dispatcher took it before we could ask: it did not wait
+    LLMRequest.objects.filter(pk=request.pk).update(predicted_wait_s=predicted)
+    request.predicted_wait_s = predicted
     return request
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660  # ten years: a longer range is almost certainly a typo
+# Far past any listing's last page; a larger number would overflow the database's OFFSET.
+MAX_PAGE = 1_000_000
 
 
 class FilterError(ValueError):
@@ -85,6 +87,8 @@ def parse_page(*, params: Mapping[str, str]) -> int:
         raise FilterError(f"page={raw!r} is not a page number.") from None
     if page < 1:
         raise FilterError(f"page must be 1 or more, got {page}.")
+    if page > MAX_PAGE:
+        raise FilterError(f"page must be at most {MAX_PAGE:,}.")
     return page
 
 

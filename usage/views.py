@@ -218,6 +218,9 @@ def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
 def user_session_detail(request: HttpRequest, user_id: int, session_id: str) -> HttpResponse:
     if user_id != request.user.pk and not request.user.is_staff:
         raise Http404("No such session.")
+    # A pk lookup tolerates any integer; the session query's user_id filter would overflow.
+    if not get_user_model()._default_manager.filter(pk=user_id).exists():
+        raise Http404("No such session.")
     return _session_page(request, user_id, session_id)
 
 

@@ -62,6 +62,7 @@ class Submitted:
     cost: int  # the scheduler's cost: estimated input tokens + max_tokens
     own_tokens_ahead: int  # cost of this stream's requests still queued ahead of it
     predicted_wait_s: float | None
+    baseline_wait_s: float | None = None  # a scenario's own comparison model, if any
 
 
 def make_users(prefix: str, count: int) -> list[User]:
@@ -88,7 +89,16 @@ def prompt(rng: random.Random, tokens: int, output_tokens: int) -> str:
     return " ".join(words)[:target] + marker
 
 
-def submit(stream: Stream, rng: random.Random, *, own_tokens_ahead: int = 0) -> Submitted:
+Baseline = Callable[[LLMRequest], float | None]
+
+
+def submit(
+    stream: Stream,
+    rng: random.Random,
+    *,
+    own_tokens_ahead: int = 0,
+    baseline: Baseline | None = None,
+) -> Submitted:
     low, high = stream.input_tokens
     text = prompt(rng, rng.randint(low, high), stream.output_tokens)
     row = services.submit_request(
@@ -107,6 +117,7 @@ def submit(stream: Stream, rng: random.Random, *, own_tokens_ahead: int = 0) -> 
         cost=row.estimated_input_tokens + row.max_tokens,
         own_tokens_ahead=own_tokens_ahead,
         predicted_wait_s=row.predicted_wait_s,
+        baseline_wait_s=baseline(row) if baseline is not None else None,
     )
 
 
@@ -159,8 +170,16 @@ class OpenLoop:
     """Poisson arrivals at ``rate_per_s``, each from a stream picked with probability
     proportional to its ``traffic_weight``."""
 
-    def __init__(self, streams: list[Stream], *, rate_per_s: float, seed: int) -> None:
+    def __init__(
+        self,
+        streams: list[Stream],
+        *,
+        rate_per_s: float,
+        seed: int,
+        baseline: Baseline | None = None,
+    ) -> None:
         self.streams = streams
+        self.baseline = baseline
         self.rate_per_s = rate_per_s
         self.rng = random.Random(seed)
         self.submitted: list[Submitted] = []
@@ -180,7 +199,7 @@ class OpenLoop:
                 time.sleep(-lag)
             self.behind_s = max(self.behind_s, lag)
             stream = self.rng.choices(self.streams, weights=weights)[0]
-            self.submitted.append(submit(stream, self.rng))
+            self.submitted.append(submit(stream, self.rng, baseline=self.baseline))
 
 
 def drain_limiter(model_class: str = MODEL_CLASS) -> float:

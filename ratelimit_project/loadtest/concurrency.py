@@ -28,7 +28,7 @@ from typing import Any
 from llm_calls.emulator.process import EmulatorProcess
 from queueing import services
 from queueing.models import LLMRequest
-from ratelimit_project.loadtest.stack import Stack, make_users, quiet_http_logs, rss_mb
+from ratelimit_project.loadtest.stack import Stack, cpu_s, make_users, quiet_http_logs, rss_mb
 
 MODEL = "claude-sonnet-4-6"
 # The AOF policy of the embedded Redis (the default deployment), not the test default "always".
@@ -138,6 +138,7 @@ def run_variant(
     sampler.join()
     stats = stack.emulator.stats()
     idle_rss = rss_mb([host.pid])
+    worker_cpu = cpu_s([host.pid])
     stack.stop_workers()
     rows = list(
         LLMRequest.objects.filter(pk__in=ids).values("status", "dispatched_at", "finished_at")
@@ -163,6 +164,9 @@ def run_variant(
         "dispatch_to_done_s": round(span, 2),
         "start_to_done_s": round(elapsed, 2),
         "submit_per_s": round(submit_rate, 1),
+        # Includes the host's start-up (Django setup, imports: ~2 s of CPU).
+        "worker_cpu_s": round(worker_cpu, 2),
+        "worker_cpu_ms_per_request": round(worker_cpu / count * 1000, 1),
         "billed": int(stats["messages_total"]),
     }
 
@@ -190,6 +194,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             },
             rate_limits={"sonnet": UNLIMITED},
             redis_appendfsync=REDIS_APPENDFSYNC,
+            debug=False,  # production settings: DEBUG off
         ) as stack,
     ):
         users = make_users(count=8, prefix="concurrency")

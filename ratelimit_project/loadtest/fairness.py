@@ -45,7 +45,7 @@ DEFAULTS: dict[str, float] = {
     "tail_cap_s": 60.0,
     "threads": 16,
 }
-DEFAULT_DURATION_S = 40.0
+DEFAULT_DURATION_S = 30.0
 TARGETS = {"jain_index_min": 0.99, "light_p95_over_ideal_max": 1.5}
 
 

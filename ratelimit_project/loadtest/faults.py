@@ -7,8 +7,8 @@ While ``submit_request`` load runs through the documented worker command (``llm_
 - worker hosts are SIGKILLed while they hold calls in flight (``kills`` times; a new host is
   started at once each time);
 - Redis is restarted (``redis_restarts`` times; the emulator keeps running);
-- the SQLite database is locked by another connection holding ``BEGIN EXCLUSIVE`` for
-  ``lock_s`` seconds (``db_locks`` times). With ``overlap=1`` one kill lands while the database
+- the database is locked against writers by another connection for ``lock_s`` seconds
+  (``db_locks`` times; SQLite: ``BEGIN EXCLUSIVE``). With ``overlap=1`` one kill lands while the database
   is locked: the worst moment, when billed responses wait to be recorded.
 
 Then it drains (``drain_s`` at most), stops the workers gracefully and compares:
@@ -25,10 +25,12 @@ Then it drains (``drain_s`` at most), stops the workers gracefully and compares:
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import itertools
 import logging
 import random
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -38,12 +40,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import close_old_connections, connection
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections
 from django.db.models import Count, Sum
+from django.utils import timezone
 
-from queueing import services
+from queueing import journal, services
 from queueing.models import LLMRequest, Membership, Organization
 from ratelimit_project import redis as project_redis
 from ratelimit_project.loadtest.stack import Stack
@@ -64,6 +68,7 @@ DEFAULTS: dict[str, float] = {
     "db_locks": 3,
     "lock_s": 1.5,
     "overlap": 1,  # 1: one kill happens while the database is locked
+    "avoid_unjournaled": 0,  # 1: time kills outside the window the journal cannot cover
     "drain_s": 100,
     "seed": 7,
     # Limits (per minute) of the emulator and of the gateway's limiter: room for the load, so
@@ -84,9 +89,8 @@ TOKEN_FIELDS = (
     "cache_read_input_tokens",
 )
 ATTEMPT_SUFFIX = re.compile(r"-a\d+$")
+KILL_MARGIN_S = 0.3
 JOURNAL_RECOVERY_LOG = "recorded its billed response from the journal"
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: ArgumentParser) -> None:
@@ -167,21 +171,42 @@ class Submitter(threading.Thread):
 
 
 @contextlib.contextmanager
-def _database_locked(path: str, seconds: float) -> Iterator[float]:
-    """Hold ``BEGIN EXCLUSIVE`` on the SQLite file from another connection; yields the seconds
-    it took to get the lock (writers in flight finish first)."""
+def database_locked(seconds: float) -> Iterator[float]:
+    """Lock the database against writers from another connection for ``seconds``; yields the
+    seconds it took to get the lock (writers in flight finish first).
+
+    SQLite: ``BEGIN EXCLUSIVE`` on the file (WAL readers go on). PostgreSQL: ``LOCK TABLE`` of
+    the request and audit tables in EXCLUSIVE mode (reads go on, every write waits).
+    """
     started = time.monotonic()
-    db = sqlite3.connect(path, timeout=60, isolation_level=None)
-    try:
-        db.execute("BEGIN EXCLUSIVE")
-        waited = time.monotonic() - started
+    if connection.vendor == "sqlite":
+        db = sqlite3.connect(str(settings.DATABASES["default"]["NAME"]), timeout=60)
+        db.isolation_level = None
         try:
-            yield waited
-            time.sleep(seconds)
+            db.execute("BEGIN EXCLUSIVE")
+            try:
+                yield time.monotonic() - started
+                time.sleep(seconds)
+            finally:
+                db.execute("COMMIT")
         finally:
-            db.execute("COMMIT")
+            db.close()
+        return
+    other = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute(
+                f"LOCK TABLE {LLMRequest._meta.db_table}, {AuditLog._meta.db_table} "
+                "IN EXCLUSIVE MODE"
+            )
+            try:
+                yield time.monotonic() - started
+                time.sleep(seconds)
+            finally:
+                cursor.execute("COMMIT")
     finally:
-        db.close()
+        other.close()
 
 
 def _schedule(cfg: dict[str, float], duration_s: float) -> list[tuple[float, str]]:
@@ -216,9 +241,9 @@ class Chaos:
         self.cfg = cfg
         self.events: list[dict[str, Any]] = []
         self.lock_threads: list[threading.Thread] = []
-        self.db_path = str(settings.DATABASES["default"]["NAME"])
 
     def run(self, schedule: list[tuple[float, str]], started: float) -> None:
+        self.started = started
         for at, kind in schedule:
             delay = started + at - time.monotonic()
             if delay > 0:
@@ -228,7 +253,10 @@ class Chaos:
                 self.events.append({"t_s": offset, "kind": kind, **self.kill_one()})
             elif kind == "redis_restart":
                 began = time.monotonic()
-                self.stack.restart_redis()
+                # Not stack.restart_redis(): that also closes this process's pooled clients
+                # under the submitter thread, an error no real deployment sees. The clients
+                # reconnect by themselves, as in production.
+                self.stack.redis.restart()
                 self.events.append(
                     {"t_s": offset, "kind": kind, "down_s": round(time.monotonic() - began, 2)}
                 )
@@ -240,7 +268,7 @@ class Chaos:
             thread.join()
 
     def _lock(self, offset: float) -> None:
-        with _database_locked(self.db_path, self.cfg["lock_s"]) as waited:
+        with database_locked(self.cfg["lock_s"]) as waited:
             self.events.append(
                 {
                     "t_s": offset,
@@ -250,35 +278,58 @@ class Chaos:
                 }
             )
 
-    def _calls_held(self, pid: int) -> int:
-        owner = f"{_hostname()}:{pid}"
+    def _calls_of(self, pid: int) -> list[int] | None:
+        """Requests whose lease the worker host ``pid`` holds; None while Redis is away."""
+        owner = f"{socket.gethostname()}:{pid}".encode()
         try:
             client = project_redis.get_redis()
             keys = list(client.scan_iter("gw:lease:*", count=1000))
             values: list[Any] = list(client.mget(keys)) if keys else []
-        except Exception:  # noqa: BLE001 - Redis restarting: unknown
-            return -1
-        return sum(1 for v in values if isinstance(v, bytes) and v.decode() == owner)
+        except redis.RedisError:
+            return None
+        return [int(k.rsplit(b":", 1)[1]) for k, v in zip(keys, values, strict=True) if v == owner]
+
+    def _unjournaled(self, request_ids: list[int]) -> list[int]:
+        """Calls that may hold a billed response not yet journaled: running for longer than the
+        emulator's reply time (minus a margin) and with no journal entry. An upper bound: a
+        slow reply or a retry also counts."""
+        cutoff = timezone.now() - dt.timedelta(
+            seconds=max(0.0, self.cfg["latency_ms"] / 1000 - KILL_MARGIN_S)
+        )
+        old = LLMRequest.objects.filter(
+            pk__in=request_ids, status=LLMRequest.Status.RUNNING, started_at__lt=cutoff
+        ).values_list("pk", flat=True)
+        try:
+            return [pk for pk in old if journal.pending(request_id=pk) is None]
+        except redis.RedisError:
+            return list(old)
 
     def kill_one(self) -> dict[str, Any]:
-        """SIGKILL the oldest live worker host once it holds a call, then start a new one."""
-        alive = [p for p in self.stack.workers if p.poll() is None]
-        victim = alive[0]
-        deadline = time.monotonic() + 3.0
-        held = self._calls_held(victim.pid)
-        while held == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            held = self._calls_held(victim.pid)
-        running = LLMRequest.objects.filter(status=LLMRequest.Status.RUNNING).count()
+        """SIGKILL the oldest live worker host while it holds calls, then start a new one.
+
+        ``avoid_unjournaled=1`` waits (up to 5 s) for a moment when none of the victim's calls
+        can be between "the API billed it" and "the journal has it" — the one window the
+        gateway cannot close (see queueing/journal.py) — so a short CI run asserts only what
+        the gateway guarantees. By default kills are not timed against that window.
+        """
+        avoid = bool(self.cfg["avoid_unjournaled"])
+        victim = [p for p in self.stack.workers if p.poll() is None][0]
+        deadline = time.monotonic() + (5.0 if avoid else 3.0)
+        while True:
+            calls = self._calls_of(victim.pid) or []
+            exposed = self._unjournaled(calls) if calls else []
+            if (calls and not (avoid and exposed)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         self.stack.kill_worker(victim)
+        killed_at = round(time.monotonic() - self.started, 3)
         self.stack.start_worker(threads=int(self.cfg["threads"]))
-        return {"victim_pid": victim.pid, "leases_held_by_victim": held, "running_rows": running}
-
-
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()
+        return {
+            "victim_pid": victim.pid,
+            "killed_at_s": killed_at,
+            "calls_held_by_victim": len(calls),
+            "calls_possibly_unjournaled": len(exposed),
+        }
 
 
 def _drain(deadline: float) -> int:
@@ -298,7 +349,7 @@ def _request_pk(dispatch_id: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def audit(stack: Stack, *, accepted: list[int]) -> dict[str, Any]:
+def audit(stack: Stack, *, accepted: list[int], wall0: float) -> dict[str, Any]:
     """Compare the database with the emulator's ledger and log, after everything stopped."""
     ledger = stack.emulator.ledger()
     http_log = [e for e in stack.emulator.log() if e["path"] == "/v1/messages"]
@@ -333,9 +384,23 @@ def audit(stack: Stack, *, accepted: list[int]) -> dict[str, Any]:
         audit_rows.exclude(client_request_id=None).values_list("client_request_id", flat=True)
     )
     unaudited = [
-        e["client_request_id"]
+        e
         for e in entries
         if not e["client_request_id"] or _dispatch_of(e["client_request_id"]) not in audited
+    ]
+    unaudited_detail = [
+        {
+            "client_request_id": e["client_request_id"],
+            "billed_at_s": round(e["time"] - wall0, 2),
+            "attempts_at_s": [
+                [round(a["time"] - wall0, 2), a["status"]]
+                for a in http_log
+                if a["client_request_id"]
+                and _dispatch_of(a["client_request_id"])
+                == _dispatch_of(e["client_request_id"] or "")
+            ],
+        }
+        for e in unaudited[:20]
     ]
     billed_per_request: Counter[int] = Counter()
     for entry in entries:
@@ -353,7 +418,7 @@ def audit(stack: Stack, *, accepted: list[int]) -> dict[str, Any]:
         if e["status"] != 200
     )
     recovered = rows.filter(dispatch_count__gt=1).count()
-    journal = sum(
+    journal_recoveries = sum(
         path.read_text(errors="replace").count(JOURNAL_RECOVERY_LOG)
         for path in Path(settings.VAR_DIR).glob("worker-*.log")
     )
@@ -375,13 +440,14 @@ def audit(stack: Stack, *, accepted: list[int]) -> dict[str, Any]:
         "audit_success_rows": success_rows,
         "emulator_billed_responses": ledger["totals"]["requests"],
         "ledger_entries_without_audit_row": len(unaudited),
-        "ledger_entries_without_audit_row_ids": unaudited[:20],
+        "ledger_entries_without_audit_row_detail": unaudited_detail,
         "api_billed_twice_requests": sum(1 for n in billed_per_request.values() if n > 1),
         "http_attempts": len(http_log),
         "retries": sum(n - 1 for n in attempts_per_dispatch.values()),
         "faults_seen_by_emulator_log": dict(faults),
-        "recovered": recovered,
-        "recovered_from_journal": journal,
+        "recovered": recovered + journal_recoveries,
+        "recovered_redispatched": recovered,
+        "recovered_from_journal": journal_recoveries,
     }
 
 
@@ -407,11 +473,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         "GATEWAY_DISPATCH_LEASE_TTL_S": str(int(cfg["dispatch_lease_ttl_s"])),
         "GATEWAY_ORPHAN_GRACE_S": str(cfg["orphan_grace_s"]),
     }
-    settings.GATEWAY_LEASE_TTL_S = int(cfg["lease_ttl_s"])
-    settings.GATEWAY_DISPATCH_LEASE_TTL_S = int(cfg["dispatch_lease_ttl_s"])
-    settings.GATEWAY_ORPHAN_GRACE_S = cfg["orphan_grace_s"]
     for name in ("llm_calls.retry", "queueing.services", "queueing.dispatcher"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    began = time.monotonic()
     with Stack(emulator=emulator, rate_limits={"sonnet": limits}, worker_env=worker_env) as stack:
         usage_services.prices_seed_defaults()
         users = _make_users(int(cfg["users"]))
@@ -421,7 +485,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         submitter = Submitter(users=users, rate=cfg["rate"], seed=int(cfg["seed"]))
         chaos = Chaos(stack, cfg)
         schedule = _schedule(cfg, duration_s)
-        started = time.monotonic()
+        started, wall0 = time.monotonic(), time.time()
+        setup_s = started - began
         submitter.start()
         chaos.run(schedule, started)
         time.sleep(max(0.0, started + duration_s - time.monotonic()))
@@ -430,9 +495,11 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         load_s = time.monotonic() - started
         open_rows = _drain(time.monotonic() + cfg["drain_s"])
         drain_s = time.monotonic() - started - load_s
+        stopping = time.monotonic()
         stack.stop_workers(graceful=True, timeout_s=60)
+        stop_s = time.monotonic() - stopping
         connection.close()
-        result = audit(stack, accepted=submitter.accepted)
+        result = audit(stack, accepted=submitter.accepted, wall0=wall0)
     return {
         "scenario": "faults",
         **result,
@@ -440,10 +507,16 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         "submit_calls_ok": len(submitter.accepted),
         "submit_errors": dict(submitter.errors),
         "submit_error_examples": submitter.error_examples,
+        "setup_s": round(setup_s, 1),
         "load_s": round(load_s, 1),
         "drain_s": round(drain_s, 1),
+        "stop_s": round(stop_s, 1),
+        "total_s": round(time.monotonic() - began, 1),
         "events": sorted(chaos.events, key=lambda e: e["t_s"]),
         "kills": sum(1 for e in chaos.events if e["kind"] == "kill"),
+        "kills_with_possibly_unjournaled_calls": sum(
+            1 for e in chaos.events if e.get("calls_possibly_unjournaled")
+        ),
         "redis_restarts": sum(1 for e in chaos.events if e["kind"] == "redis_restart"),
         "db_locks": sum(1 for e in chaos.events if e["kind"] == "db_lock"),
         "config": {**cfg, "duration_s": duration_s, "chars_per_token": chars_per_token},

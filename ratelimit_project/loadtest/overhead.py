@@ -165,6 +165,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             },
             rate_limits={"sonnet": UNLIMITED},
             redis_appendfsync=REDIS_APPENDFSYNC,
+            debug=False,  # production settings: DEBUG off
         ) as stack,
     ):
         (user,) = make_users(count=1, prefix="overhead")

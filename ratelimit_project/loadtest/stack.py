@@ -57,8 +57,13 @@ class Stack:
         rate_limits: dict[str, dict[str, int]] | None = None,
         worker_env: dict[str, str] | None = None,
         redis_appendfsync: str = "always",
+        debug: bool = True,
     ) -> None:
         self.var_dir = Path(settings.VAR_DIR)
+        # debug=False runs workers and this process as production does (DJANGO_DEBUG off): with
+        # DEBUG on, Django records every SQL query in memory, which costs CPU on hot paths.
+        self.debug = debug
+        self._saved_debug = settings.DEBUG
         # "everysec" is the embedded server's (the default deployment's) policy; "always" fsyncs
         # before every write's reply (see PrivateRedis).
         self.redis = project_redis.PrivateRedis(
@@ -79,12 +84,15 @@ class Stack:
         settings.ANTHROPIC_API_KEY = "sk-ant-bench-key"
         if self.rate_limits is not None:
             settings.GATEWAY_RATE_LIMITS = self.rate_limits
+        if not self.debug:
+            settings.DEBUG = False
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop_workers(graceful=False)
         self.emulator.stop()
         self.redis.stop()
+        settings.DEBUG = self._saved_debug
 
     def _point_settings_at(self, url: str) -> None:
         settings.EMBEDDED_REDIS = False
@@ -105,6 +113,9 @@ class Stack:
         }
         if self.rate_limits is not None:
             env["GATEWAY_RATE_LIMITS_JSON"] = json.dumps(self.rate_limits)
+        if not self.debug:
+            env.setdefault("DJANGO_DEBUG", "0")
+            env.setdefault("SECRET_KEY", "loadtest-only-" + self.redis.url)
         env.pop(CHILD_FLAG, None)
         return env
 
@@ -193,6 +204,28 @@ def rss_mb(pids: list[int]) -> float:
                 total_kb += int(line.split()[1])
         todo.extend(int(c) for c in children)
     return total_kb / 1024
+
+
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these live processes and their live
+    descendants."""
+    seen: set[int] = set()
+    todo = list(pids)
+    ticks = 0
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        todo.extend(int(c) for c in children)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(samples: list[float], fraction: float) -> float:

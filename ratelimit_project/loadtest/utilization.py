@@ -16,18 +16,21 @@ with its own API key (the emulator keeps buckets per key, so they do not share c
 Figures, per arm, from the emulator itself (ledger = what it accepted and billed, log = every
 HTTP response including 429s):
 
-- ``goodput_ratio``: tokens the emulator accepted in the binding dimension during the steady
-  window ÷ what its limit allows in that window. The window runs from ``warmup_s`` after the
-  first arrival to the end of the arrivals. Warm-up is the time the first full bucket (one
-  minute of capacity) takes to run dry at the offered rate — ``60 / (factor - 1)`` s — plus
-  ``settle_s`` (10 s). What the limit allows in the window is its refill over the window plus
-  whatever was still in the bucket when the window opened (the bucket's level follows from
-  what the emulator accepted: full at the first arrival, refilled since; with random arrivals
-  and sizes it is not exactly empty at the nominal drain time). So a ratio of 1.0 means the arm
-  took everything the limit could give in the window, and it cannot be flattered by a
-  leftover burst. ``accepted_over_refill_by_dimension`` is the plain accepted ÷ refill ratio;
-  ``bucket_level_at_window_*`` are the levels as a fraction of capacity (near 0 = drained).
-  Tokens are counted at ledger (billing) time, i.e. 0.3-0.8 s after admission.
+- ``goodput_ratio``: the rate at which the emulator accepted tokens of the binding dimension
+  in the steady window ÷ the rate its limit allows (limit / 60 per second). The rate is the
+  least-squares slope of cumulative accepted tokens over the window (sampled every 0.25 s), so
+  it does not depend on how full the bucket happens to be at the window's two edges (a
+  gateway that keeps 2% headroom hovers a little higher than one that does not, which is
+  not lost throughput). The window runs from ``warmup_s`` after the first arrival to the end
+  of the arrivals; warm-up is the time the first full bucket (one minute of capacity) takes to
+  run dry at the offered rate — ``60 / (factor - 1)`` s — plus ``settle_s`` (10 s).
+  Two window-total variants are reported beside it, per dimension:
+  ``accepted_over_refill_by_dimension`` = accepted in the window ÷ limit × window (can exceed
+  1 while leftover burst capacity drains) and ``window_total_goodput_by_dimension`` = accepted
+  ÷ (limit × window + what was still in the bucket when the window opened) (cannot exceed 1,
+  and counts the level kept at the window's end as unused). ``bucket_level_at_window_*`` are
+  the levels replayed from the ledger, as a fraction of capacity. Tokens are counted at
+  billing time, 0.3-0.8 s after admission.
 - ``rate_limit_errors``: 429s the emulator sent to the arm (``..._after_warmup``: in the window).
 - ``requests_ok`` / ``requests_failed``: answers the caller got / errors the caller saw.
   ``requests_unfinished`` (pipeline only): requests still queued when arrivals stopped; at 3×
@@ -331,6 +334,46 @@ def pipeline_figures(submitted: list[int]) -> dict[str, Any]:
 # --- what the emulator saw -------------------------------------------------------------------
 
 
+def bucket_level(
+    charges: list[tuple[float, int]], *, limit: int, t_start: float, at: float
+) -> float:
+    """The emulator's bucket level at ``at``, replayed from what it accepted (time-ordered
+    ``(time, amount)``): full at ``t_start``, refilled at limit/60 per second, capped at the
+    limit. Charges are placed at billing time, slightly after the real admission."""
+    rate = limit / 60.0
+    level, moment = float(limit), t_start
+    for when, amount in charges:
+        if when > at:
+            break
+        level = min(float(limit), level + rate * max(0.0, when - moment)) - amount
+        moment = max(moment, when)
+    return min(float(limit), level + rate * max(0.0, at - moment))
+
+
+def sustained_rate(
+    charges: list[tuple[float, int]], *, t_from: float, t_to: float, step_s: float = 0.25
+) -> float:
+    """Least-squares slope (units per second) of cumulative accepted units over [t_from, t_to],
+    sampled every ``step_s``. Unlike accepted ÷ window, it does not depend on how full the
+    bucket happens to be at the two edges of the window, only on the rate in between."""
+    inside = [(when, amount) for when, amount in charges if t_from < when <= t_to]
+    points: list[tuple[float, float]] = []
+    total, index = 0.0, 0
+    moment = t_from
+    while moment <= t_to:
+        while index < len(inside) and inside[index][0] <= moment:
+            total += inside[index][1]
+            index += 1
+        points.append((moment - t_from, total))
+        moment += step_s
+    if len(points) < 2:
+        return 0.0
+    mean_t = statistics.fmean(t for t, _ in points)
+    mean_a = statistics.fmean(a for _, a in points)
+    var_t = sum((t - mean_t) ** 2 for t, _ in points)
+    return sum((t - mean_t) * (a - mean_a) for t, a in points) / var_t
+
+
 def emulator_figures(
     *,
     ledger: dict[str, Any],
@@ -356,31 +399,31 @@ def emulator_figures(
 
     window_s = t_end - t_window
     goodput: dict[str, float] = {}
+    window_total: dict[str, float] = {}
     refill_only: dict[str, float] = {}
     levels: dict[str, dict[str, float]] = {}
+    ordered = sorted(entries, key=lambda e: e["time"])
     for dim in DIMENSIONS:
         limit = limits[dim]
         if not limit:
             continue
+        charges = [(e["time"], charge(e, dim)) for e in ordered]
         refill = limit / 60.0 * window_s
-        accepted = sum(charge(e, dim) for e in entries if t_window < e["time"] <= t_end)
-        # The bucket's level when the window opens (full at the first arrival, refilled since,
-        # minus what was accepted; it never sat full because the load exceeds the limit from
-        # the start). Whatever is still in it may also be spent inside the window.
-        taken_before = sum(charge(e, dim) for e in entries if e["time"] <= t_window)
-        level_start = limit + limit / 60.0 * (t_window - t_start) - taken_before
-        allowed = refill + max(0.0, level_start)
-        goodput[dim] = round(accepted / allowed, 4)
+        accepted = sum(amount for moment, amount in charges if t_window < moment <= t_end)
+        level_start = bucket_level(charges, limit=limit, t_start=t_start, at=t_window)
+        level_end = bucket_level(charges, limit=limit, t_start=t_start, at=t_end)
+        goodput[dim] = round(
+            sustained_rate(charges, t_from=t_window, t_to=t_end) / (limit / 60.0), 4
+        )
+        window_total[dim] = round(accepted / (refill + max(0.0, level_start)), 4)
         refill_only[dim] = round(accepted / refill, 4)
-        levels[dim] = {
-            "start": round(level_start / limit, 3),
-            "end": round((level_start + refill - accepted) / limit, 3),
-        }
+        levels[dim] = {"start": round(level_start / limit, 3), "end": round(level_end / limit, 3)}
     mine = [e for e in log if e["key_fingerprint"] == fingerprint and e["path"] == "/v1/messages"]
     limited = [e for e in mine if e["status"] == 429]
     return {
         "goodput_ratio": goodput.get(binding, 0.0),
         "goodput_by_dimension": goodput,
+        "window_total_goodput_by_dimension": window_total,
         "accepted_over_refill_by_dimension": refill_only,
         "bucket_level_at_window_start": {d: v["start"] for d, v in levels.items()},
         "bucket_level_at_window_end": {d: v["end"] for d, v in levels.items()},
@@ -432,6 +475,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             },
             rate_limits={MODEL_CLASS: limits},
             redis_appendfsync=REDIS_APPENDFSYNC,
+            debug=False,  # production settings: DEBUG off
         ) as stack,
     ):
         users = make_users(count=int(cfg["users"]), prefix="util")

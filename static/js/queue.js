@@ -9,6 +9,25 @@
     td.textContent = text;
     return td;
   }
+  // The page's own CSRF token (from the submit form) lets the rebuilt rows keep their Cancel button.
+  const csrf = document.querySelector("input[name=csrfmiddlewaretoken]");
+  function cancelCell(r) {
+    const td = document.createElement("td");
+    if (r.status !== "queued" || !csrf) return td;
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = "/queue/requests/" + r.id + "/cancel/";
+    const token = document.createElement("input");
+    token.type = "hidden";
+    token.name = "csrfmiddlewaretoken";
+    token.value = csrf.value;
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.textContent = "Cancel";
+    form.append(token, button);
+    td.appendChild(form);
+    return td;
+  }
   async function refresh() {
     try {
       const response = await fetch("/api/v1/requests?status=pending", { credentials: "same-origin" });
@@ -34,7 +53,7 @@
         tr.append(idCell, cell(r.session_id), cell(r.model), cell(r.priority), cell(r.status, "status"),
           cell(r.position == null ? "–" : r.position, "num position"),
           cell(r.eta_s == null ? "–" : r.eta_s.toFixed(1) + " s", "num eta"),
-          cell(new Date(r.created_at).toLocaleTimeString()), cell(""));
+          cell(new Date(r.created_at).toLocaleTimeString()), cancelCell(r));
         body.appendChild(tr);
       }
       table.dataset.refreshedAt = Date.now();

@@ -61,6 +61,18 @@ ONE_HOUR_AFTER_5M = {
 OVER_32_MB = [{"role": "user", "content": "x" * (MAX_BODY_BYTES + 1)}]
 
 
+HUGE = "9" * 23  # fits no database integer column
+CIRCULAR: dict[str, Any] = {}
+CIRCULAR["self"] = CIRCULAR
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
 @dataclass(frozen=True)
 class World:
     alice: User
@@ -213,6 +225,10 @@ CASES = [
     c("submit", {"stop_sequences": [""]}, "stop_sequences", id="submit-empty-stop-sequence"),
     c("submit", {"metadata": ["x"]}, "metadata", id="submit-metadata-not-object"),
     c("submit", {"messages": OVER_32_MB}, "body", id="submit-over-32MB"),
+    c("submit", {"metadata": {"tags": {"a", "b"}}}, "body", id="submit-set-is-not-json"),
+    c("submit", {"metadata": {"score": float("nan")}}, "body", id="submit-nan-is-not-json"),
+    c("submit", {"metadata": CIRCULAR}, "body", id="submit-circular-metadata"),
+    c("submit", {"metadata": nested(5000)}, "body", id="submit-nested-too-deeply"),
     c("submit", {"user": "anonymous"}, "user", id="submit-anonymous-user"),
     c("submit", {"user": "inactive", "deactivate": True}, "user", id="submit-inactive-user"),
     # --- call_claude (the synchronous door) ---------------------------------------------------
@@ -230,6 +246,9 @@ CASES = [
     # --- POST /api/v1/requests ------------------------------------------------------------------
     c("api", b'{"model": "\xff\xfe"}', "body", id="api-invalid-utf8"),
     c("api", b"", "body", id="api-empty-body"),
+    c("api", b"[" * 200_000, "body", id="api-nested-too-deeply"),
+    c("api", b'{"max_tokens": 1' + b"0" * 5000 + b"}", "body", id="api-number-too-long"),
+    c("api", b'{"session_id": NaN}', "session_id", id="api-nan-literal"),
     c("api", b"model=x&max_tokens=5", "body", id="api-not-json"),
     c("api", [1, 2, 3], "body", id="api-json-array"),
     c("api", None, "body", id="api-json-null"),
@@ -298,6 +317,8 @@ CASES = [
     c("GET", "/usage/?days=7&start=2026-01-01&end=2026-01-02", "days", id="filter-both-forms"),
     c("GET", "/usage/?start=<script>&end=2026-01-02", "start", id="filter-script-date"),
     c("GET", "/usage/?page=0", "page", id="filter-page-zero"),
+    c("GET", f"/usage/?page={HUGE}", "page", id="filter-page-huge"),
+    c("GET", f"/usage/api/sessions.json?page={HUGE}", "page", id="filter-json-page-huge"),
     c("GET", "/usage/api/daily.json?days=-3", "days", id="filter-json-negative-days"),
     c("GET", "/usage/export/audit.csv?start=yesterday&end=today", "start", id="filter-csv"),
     c("GET", "/usage/caching/?user=someone", "user", id="filter-user-not-an-id"),
@@ -406,3 +427,28 @@ def test_quota_rejection_keeps_a_rejected_row_and_makes_no_call(
         "over-form",
         "over-sync",
     ]
+
+
+def test_ids_too_big_for_the_database_are_not_found_not_errors(world: World) -> None:
+    """Staff pass every access check, so these reach the queries: never a 500."""
+    staff = Client(raise_request_exception=False)
+    boss = make_user("boss", staff=True)
+    boss.is_superuser = True  # the admin's own permissions pass too
+    boss.save()
+    staff.force_login(boss)
+    for path in (
+        f"/api/v1/requests/{HUGE}",
+        f"/api/v1/requests/{HUGE}/result",
+        f"/queue/requests/{HUGE}/",
+        f"/usage/users/{HUGE}/",
+        f"/usage/users/{HUGE}/sessions/s-ok/",
+        f"/usage/api/summary.json?user={HUGE}",
+        f"/usage/api/sessions/s-ok/calls.json?user={HUGE}",
+        f"/admin/queueing/llmrequest/{HUGE}/change/",
+    ):
+        assert staff.get(path).status_code in (302, 404), path  # admin: 302 "does not exist"
+    assert staff.post(f"/api/v1/requests/{HUGE}/cancel").status_code == 404
+    for path in (f"/usage/users/?page={HUGE}", f"/usage/api/users.json?page={HUGE}"):
+        response = staff.get(path)
+        assert response.status_code == 400, path
+        assert "page must be at most" in response.content.decode()

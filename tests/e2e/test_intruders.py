@@ -11,6 +11,7 @@ owner's session id), which must show where the owner or staff look and nowhere e
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -512,3 +513,32 @@ def test_expectations_are_not_vacuous() -> None:
                     assert expected.marker is False and 200 not in expected.status
             if access.rule == "owned":
                 assert replace(access.expect("owner"), marker=None).status == _s(200)
+
+
+def test_the_rq_dashboard_takes_the_metrics_token() -> None:
+    """One scrape token for /metrics and django-rq's stats.json / metrics (see settings.py)."""
+    from ratelimit_project import settings as project_settings
+
+    assert project_settings.RQ_API_TOKEN == project_settings.METRICS_TOKEN
+
+
+POST_FORM = re.compile(r"<form\b[^>]*method=[\"']?post[^>]*>(.*?)</form>", re.I | re.S)
+
+
+@pytest.mark.parametrize("role", ["owner", "staff"])
+def test_every_post_form_on_every_page_carries_a_csrf_token(world: World, role: str) -> None:
+    fresh_queued_request(world)  # so the queue page shows its cancel form
+    client = client_for(world, role)
+    forms = 0
+    missing = []
+    for route in all_routes():
+        path = route_path(route, {**world.values, **admin_ids(route)})
+        response = client.get(path)
+        if response.status_code != 200 or not response["Content-Type"].startswith("text/html"):
+            continue
+        for form in POST_FORM.findall(body_text(response)):
+            forms += 1
+            if 'name="csrfmiddlewaretoken"' not in form:
+                missing.append(path)
+    assert forms >= 5, "too few forms found to mean anything"
+    assert not missing, f"POST forms without a CSRF token: {sorted(set(missing))}"

@@ -11,6 +11,7 @@ reach (admin and /metrics included), and the text of every error raised.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.apps import apps
 from django.contrib import admin
 from django.contrib.auth.models import User
 from django.db import connection
@@ -147,16 +147,14 @@ def gather_database(hay: Haystack) -> None:
 def _redis_text(value: Any) -> str:
     if isinstance(value, bytes):
         text = value.decode(errors="replace")
-        try:  # RQ stores job data zlib-compressed
+        with contextlib.suppress(zlib.error):  # RQ stores job data zlib-compressed
             text += zlib.decompress(value).decode(errors="replace")
-        except zlib.error:
-            pass
         return text
     return repr(value)
 
 
 def gather_redis(hay: Haystack) -> None:
-    client = project_redis.get_redis()
+    client: Any = project_redis.get_redis()  # redis-py's stubs type replies as str | bytes | …
     for key in client.scan_iter(count=1000):
         kind = client.type(key)
         kind = kind.decode() if isinstance(kind, bytes) else kind
@@ -297,7 +295,8 @@ def test_the_api_key_appears_nowhere(
     assert isinstance(sync("over the spend cap"), services.RequestFailed)
     assert isinstance(sync("remember me", use_response_cache=True), LLMRequest)
     cached = sync("remember me", use_response_cache=True)
-    assert isinstance(cached, LLMRequest) and cached.result["from_response_cache"]
+    assert isinstance(cached, LLMRequest) and cached.result
+    assert cached.result["from_response_cache"]
 
     settings.ANTHROPIC_API_KEY = BAD_KEY
     rejected = sync("wrong key")
@@ -342,7 +341,7 @@ def test_the_api_key_appears_nowhere(
         "scrape": scrape,
     }
     answered = gather_pages(
-        hay, clients=clients, request=LLMRequest.objects.filter(user=owner).first()
+        hay, clients=clients, request=LLMRequest.objects.filter(user=owner).earliest("pk")
     )
     assert answered > 150, "too few pages answered to mean anything"
     for record in caplog.records:
