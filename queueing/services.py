@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import redis
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import OperationalError, transaction
 from django.db.models import F
@@ -495,7 +496,12 @@ def _run_dispatched(*, request_id: int, reservation: Reservation | None, dispatc
         attempts.append(attempt)
 
     def on_headers(status: int | None, headers: Mapping[str, str]) -> None:
-        limiter.observe_headers(model_class=model_class, status=status, headers=headers)
+        # Advisory, and it runs after a 200 was billed: a Redis hiccup here must not throw the
+        # billed answer away (the request would run, and be billed, again).
+        try:
+            limiter.observe_headers(model_class=model_class, status=status, headers=headers)
+        except redis.RedisError as error:
+            log.warning("could not learn from response headers (%s); carrying on", error)
 
     body = {"model": request.model, "max_tokens": request.max_tokens, **request.params}
     scope = response_cache.scope_for(

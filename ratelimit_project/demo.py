@@ -924,14 +924,19 @@ def run_stats(*, first_pk: int, emulator: EmulatorProcess | None) -> RunStats:
     )
 
 
-def summary_line(stats: RunStats) -> str:
+def summary_parts(stats: RunStats) -> tuple[str, str]:
+    """The live summary in two halves (requests; API and money), each fitting 80 columns."""
     limited = "n/a" if stats.rate_limited_429 is None else str(stats.rate_limited_429)
     return (
         f"queued {stats.queued} | in flight {stats.in_flight} | done {stats.succeeded} | "
-        f"failed {stats.failed} | rejected {stats.rejected} | 429s {limited} | "
-        f"retries {stats.retries} | cache hits {stats.cache_hit_rate:.0%} | "
-        f"cost {_usd(stats.cost_pico)} | saved by caching {_usd(stats.saved_pico)}"
+        f"failed {stats.failed} | rejected {stats.rejected}",
+        f"429s {limited} | retries {stats.retries} | cache hits {stats.cache_hit_rate:.0%} | "
+        f"cost {_usd(stats.cost_pico)} | saved by caching {_usd(stats.saved_pico)}",
     )
+
+
+def summary_line(stats: RunStats) -> str:
+    return " | ".join(summary_parts(stats))
 
 
 def _progress_bar(fraction: float, width: int = 30) -> str:
@@ -1244,7 +1249,7 @@ def _drive_traffic(
                 [
                     f"{_progress_bar(elapsed / options.duration_s)} traffic "
                     f"{elapsed:4.0f}/{options.duration_s:g} s  submitted {traffic.counters.submitted}",
-                    summary_line(stats),
+                    *summary_parts(stats),
                 ]
             )
             next_refresh = now + 1.0
@@ -1276,7 +1281,7 @@ def _drain(
             [
                 f"{_progress_bar(1 - stats.pending / total)} draining the queue: "
                 f"{stats.pending} left  ({elapsed:.0f}/{bound:.0f} s)",
-                summary_line(stats),
+                *summary_parts(stats),
             ]
         )
         if stats.pending == 0:

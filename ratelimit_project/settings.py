@@ -170,7 +170,9 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900},
     "llm": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900},
 }
-RQ_SHOW_ADMIN_LINK = True
+# django-rq's admin entry is a table-less model whose change/history pages fail; its dashboard is
+# mounted at /admin/rq/ instead and linked from the staff queue page.
+RQ_SHOW_ADMIN_LINK = False
 RQ = {"COMMIT_MODE": "on_db_commit"}
 
 # Organization rate limits per model class (RPM / ITPM / OTPM); default Anthropic Tier 1.

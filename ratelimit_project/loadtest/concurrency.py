@@ -27,6 +27,7 @@ from typing import Any
 
 from llm_calls.emulator.process import EmulatorProcess
 from queueing import services
+from queueing.dispatcher import llm_queue
 from queueing.models import LLMRequest
 from ratelimit_project.loadtest.stack import Stack, cpu_s, make_users, quiet_http_logs, rss_mb
 
@@ -93,6 +94,7 @@ class Sampler(threading.Thread):
         self.max_rss_mb = 0.0
         self.max_running = 0
         self.max_in_flight_sampled = 0
+        self.rq_queue_lengths: list[int] = []
 
     def run(self) -> None:
         from django.db import close_old_connections
@@ -107,6 +109,9 @@ class Sampler(threading.Thread):
                     pk__in=self.ids, status=LLMRequest.Status.RUNNING
                 ).count()
                 self.max_running = max(self.max_running, running)
+                # Jobs released by the dispatcher that no thread has taken yet: near 0 means
+                # threads wait for the dispatcher; near the backlog cap, the dispatcher waits.
+                self.rq_queue_lengths.append(llm_queue().count)
         finally:
             close_old_connections()
 
@@ -158,6 +163,9 @@ def run_variant(
         "max_in_flight": int(stats["max_in_flight"]),
         "max_in_flight_sampled": sampler.max_in_flight_sampled,
         "max_running_rows": sampler.max_running,
+        "mean_rq_queue_length": round(
+            sum(sampler.rq_queue_lengths) / max(1, len(sampler.rq_queue_lengths)), 1
+        ),
         "worker_rss_mb": round(sampler.max_rss_mb, 1),
         "worker_rss_mb_after_burst": round(idle_rss, 1),
         "requests_per_s": round(len(done) / span, 1) if span else 0.0,

@@ -221,8 +221,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                 "user's request must wait for its own user's requests queued ahead of it plus "
                 "itself: ideal = (cost of own requests ahead at submit + own cost) / (R / n). "
                 "Reported as the p95 over the same light-user requests whose measured p95 is "
-                "light_user_p95_wait_s. Other users' traffic and gateway overhead are not in it, "
-                "so it is a lower bound the real scheduler can approach but not beat on average."
+                "light_user_p95_wait_s. Gateway overhead is not in it, so it is a reference, "
+                "not a strict bound: dispatching whole requests lands a little either side of it."
             ),
             "fifo": (
                 "Same workload with GATEWAY_SCHEDULER_MODE=fifo (every request under one "

@@ -8,8 +8,8 @@ While ``submit_request`` load runs through the documented worker command (``llm_
   started at once each time);
 - Redis is restarted (``redis_restarts`` times; the emulator keeps running);
 - the database is locked against writers by another connection for ``lock_s`` seconds
-  (``db_locks`` times; SQLite: ``BEGIN EXCLUSIVE``). With ``overlap=1`` one kill lands while the database
-  is locked: the worst moment, when billed responses wait to be recorded.
+  (``db_locks`` times; SQLite: ``BEGIN EXCLUSIVE``). With ``overlap=1`` one kill lands while
+  the database is locked: the worst moment, when billed responses wait to be recorded.
 
 Then it drains (``drain_s`` at most), stops the workers gracefully and compares:
 
@@ -129,7 +129,11 @@ def _message(rng: random.Random, number: int) -> tuple[str, int]:
 
 
 class Submitter(threading.Thread):
-    """Open-loop load: one ``submit_request`` every 1/rate seconds until ``stop`` is set.
+    """Open-loop Poisson load: ``submit_request`` at ``rate`` per second until ``stop`` is set.
+
+    Random (seeded) gaps, not a fixed clock: with arrivals every 200 ms exactly, replies also
+    land on that clock and the kills (scheduled on whole seconds) fell 20-40 ms after replies
+    arrived, i.e. in the window the journal cannot cover, far more often than chance.
 
     A submit that raises (Redis restarting) is counted, not retried: the row it may already
     have written is the source of truth and must still finish.
@@ -138,7 +142,7 @@ class Submitter(threading.Thread):
     def __init__(self, *, users: list[User], rate: float, seed: int) -> None:
         super().__init__(name="faults-submitter", daemon=True)
         self.users = users
-        self.interval = 1.0 / rate
+        self.rate = rate
         self.rng = random.Random(seed)
         self.stop = threading.Event()
         self.accepted: list[int] = []
@@ -165,7 +169,7 @@ class Submitter(threading.Thread):
                 self.errors[type(error).__name__] += 1
                 self.error_examples.setdefault(type(error).__name__, str(error)[:300])
                 close_old_connections()
-            next_at += self.interval
+            next_at += self.rng.expovariate(self.rate)
             self.stop.wait(max(0.0, next_at - time.monotonic()))
         close_old_connections()
 
@@ -210,7 +214,9 @@ def database_locked(seconds: float) -> Iterator[float]:
 
 
 def _schedule(cfg: dict[str, float], duration_s: float) -> list[tuple[float, str]]:
-    """Event times inside the load window, spread evenly, each kind offset from the others."""
+    """Event times inside the load window, spread evenly, each kind offset from the others;
+    kills get a random (seeded) jitter of up to 1 s."""
+    rng = random.Random(int(cfg["seed"]) + 1)
 
     def spread(count: int, offset: float) -> list[float]:
         if count <= 0:
@@ -218,7 +224,7 @@ def _schedule(cfg: dict[str, float], duration_s: float) -> list[tuple[float, str
         span = duration_s * 0.8
         return [duration_s * 0.1 + span * (i + offset) / count for i in range(count)]
 
-    events = [(t, "kill") for t in spread(int(cfg["kills"]), 0.5)]
+    events = [(t + rng.uniform(0, 1), "kill") for t in spread(int(cfg["kills"]), 0.5)]
     events += [(t, "redis_restart") for t in spread(int(cfg["redis_restarts"]), 0.25)]
     locks = spread(int(cfg["db_locks"]), 0.15)
     events += [(t, "db_lock") for t in locks]
@@ -229,7 +235,8 @@ def _schedule(cfg: dict[str, float], duration_s: float) -> list[tuple[float, str
         if kills:
             nearest = min(kills, key=lambda e: abs(e[0] - middle))
             events.remove(nearest)
-            events.append((middle + min(0.6, cfg["lock_s"] / 2), "kill"))
+            inside = rng.uniform(0.2, max(0.2, cfg["lock_s"] - 0.2))
+            events.append((middle + inside, "kill"))
     return sorted(events)
 
 

@@ -84,7 +84,7 @@ def test_short_fault_run_loses_nothing_and_bills_exactly_once(tmp_path: Path) ->
     summary = {k: v for k, v in result.items() if k not in ("events", "config")}
 
     assert result["kills"] == 3 and result["redis_restarts"] == 2 and result["db_locks"] == 2
-    assert result["submitted"] >= 50, summary
+    assert result["submitted"] >= 30, summary
     assert sum(result["faults_seen_by_emulator_log"].values()) > 0, summary
     assert result["retries"] > 0, summary
     assert result["recovered"] > 0, summary  # the kills did hit calls in flight

@@ -175,12 +175,6 @@ TABLE: dict[str, list[Variant]] = {
     "django_rq:metrics": [("", a("scrape"), None)],
     "admin/rq/^stats.json/?$": [("", a("scrape", "json"), None)],
     "admin/rq/^stats.json/(?P<token>[\\w]+)?/?$": [("", a("scrape", "json"), None)],
-    # django-rq registers the same token-authenticated views inside the admin too, unwrapped
-    "admin:django_rq_metrics": [("", a("scrape"), None)],
-    "admin/django_rq/dashboard/^stats.json/?$": [("", a("scrape", "json"), None)],
-    "admin/django_rq/dashboard/^stats.json/(?P<token>[\\w]+)?/?$": [
-        ("", a("scrape", "json"), None)
-    ],
     # usage
     "usage:mine": [("", a("own", marker=True), None)],
     "usage:caching": [
@@ -241,14 +235,10 @@ for _name in ("summary", "daily", "models"):
     ]
 
 # django-rq pages that cannot work here answer 500 to staff (the scheduler page needs rq-scheduler,
-# which this project does not use; see also the Dashboard pseudo-model below). Not a leak: everyone
-# else is still turned away.
+# which this project does not use). Not a leak: everyone else is still turned away. (django-rq's
+# admin entry, a table-less model, is switched off: RQ_SHOW_ADMIN_LINK = False.)
 _RQ_PAGE_BROKEN = a("admin", overrides={"staff": Expect(_s(200, 500))})
 TABLE["django_rq:scheduler_jobs"] = [("", _RQ_PAGE_BROKEN, None)]
-TABLE["admin:django_rq_scheduler_jobs"] = [("", _RQ_PAGE_BROKEN, None)]
-# django-rq's admin entry is a table-less model: its generic object pages cannot work (staff only).
-for _view in ("change", "delete", "history"):
-    TABLE[f"admin:django_rq_dashboard_{_view}"] = [("", _RQ_PAGE_BROKEN, None)]
 
 
 def variants_for(route: Route) -> list[Variant] | None:
