@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import math
 import os
 import random
@@ -38,6 +39,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -131,7 +133,7 @@ ORGANIZATIONS: tuple[OrgSpec, ...] = (
             UserSpec("bob"),
             UserSpec("carol", weight=Decimal(2), activity=2.0),
             # Deliberately small: the demo shows an 80% alert and a quota rejection on dave.
-            UserSpec("dave", activity=2.0, tokens_per_day=25_000, usd_per_day=Decimal("1")),
+            UserSpec("dave", activity=1.5, tokens_per_day=25_000, usd_per_day=Decimal("1")),
             UserSpec("erin"),
             UserSpec("frank"),
             UserSpec("grace"),
@@ -678,15 +680,14 @@ class Session:
     pending: int | None = None  # request id waiting for its answer
     closed: bool = False  # its last request failed: the user starts a new session instead
 
-    def session_id(self, username: str) -> str:
-        return f"{username}-chat-{self.number}"
+    def session_id(self, username: str, run_tag: str) -> str:
+        return f"{username}-chat-{run_tag}-{self.number}"
 
 
 @dataclass
 class TrafficCounters:
     submitted: int = 0
     rejected: int = 0
-    invalid: int = 0
 
 
 class Traffic:
@@ -706,6 +707,9 @@ class Traffic:
         self.system = handbook_prompt()
         self.tools = [request_tool()]
         self.sessions: dict[int, list[Session]] = {i: [] for i in range(len(users))}
+        # Session ids are the caller's; a tag per run keeps one run's conversations apart from
+        # the next run's on the dashboards.
+        self.run_tag = timezone.now().strftime("%d%H%M%S")
         self.next_session: dict[int, int] = {}
         self.counters = TrafficCounters()
         # Everyone speaks once first — alice and bob (the printed logins) before the rest — so
@@ -714,7 +718,6 @@ class Traffic:
         self.rng.shuffle(order)
         order.sort(key=lambda i: users[i].username not in ("alice", "bob"))
         self.opening_users = order
-        self.request_ids: list[int] = []
         bulk_share = dict(PRIORITY_MIX)["bulk"]
         self.limit: int | None = None
         if real:
@@ -790,7 +793,7 @@ class Traffic:
         try:
             row = queue_services.submit_request(
                 user=user,
-                session_id=session.session_id(user.username),
+                session_id=session.session_id(user.username, self.run_tag),
                 model=model,
                 messages=messages,
                 max_tokens=max_tokens,
@@ -798,18 +801,15 @@ class Traffic:
                 system=self.system,
                 tools=self.tools,
             )
-        except queue_services.QuotaExceeded as exc:
+        except queue_services.QuotaExceeded:
             self.counters.rejected += 1
-            self.request_ids.append(exc.request.pk)
             return
-        except InvalidRequest:
-            self.counters.invalid += 1
-            return
+        except InvalidRequest as exc:  # the demo's own requests are valid: this is a bug
+            raise DemoError(f"the demo built a request the gateway refused: {exc}") from exc
         finally:
             self.counters.submitted += 1
         session.history = messages
         session.pending = row.pk
-        self.request_ids.append(row.pk)
 
     def collect_answers(self) -> None:
         """Give each waiting session its answer (so the next turn can carry it), or close it."""
@@ -1048,8 +1048,6 @@ def _cancel_leftovers(*, admin: Any) -> int:
 @contextlib.contextmanager
 def _quiet_logging() -> Iterator[None]:
     """The live display owns the terminal; warnings still reach var/demo/*.log via the children."""
-    import logging
-
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -1057,6 +1055,16 @@ def _quiet_logging() -> Iterator[None]:
         yield
     finally:
         root.setLevel(level)
+
+
+def _without_password(url: str) -> str:
+    """A URL fit to print: a password in it is a secret (invariant 6)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _check_real(options: DemoOptions) -> None:
@@ -1105,7 +1113,7 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
     where = (
         f"embedded Redis at {_embedded_socket()}"
         if settings.EMBEDDED_REDIS
-        else f"Redis at {settings.REDIS_URL}"
+        else f"Redis at {_without_password(str(settings.REDIS_URL))}"
     )
     out.write(f"Using the {where}.\n")
     logins = demo_data_ensure()
@@ -1141,9 +1149,12 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
         base = stack.start_web()
         out.write(
             f"Web server: {base}  (log: {demo_dir() / 'web.log'})\n"
-            f"  Watch the queue live: {base}/queue/staff/ (admin) or {base}/queue/ (alice)\n"
+            f"  Watch the queue live: {base}/queue/staff/ (as {ADMIN_USERNAME} / "
+            f"{logins.admin_password}) or {base}/queue/ (as alice / {logins.user_password})\n"
         )
     out.flush()
+    if stop.is_set():
+        return
 
     users = list(user_model.objects.filter(username__in=DEMO_USERNAMES).order_by("username"))
     traffic = Traffic(options=options, rpm=stack.limits.rpm, users=users, real=options.real)
@@ -1352,7 +1363,7 @@ def _final_summary(
 def _print_urls(*, out: TextIO, base: str, logins: Logins) -> None:
     session = (
         SessionUsage.objects.filter(user__username="alice")
-        .order_by("-last_at")
+        .order_by("-requests", "-last_at")  # a multi-turn one when there is one
         .values_list("session_id", flat=True)
         .first()
     )

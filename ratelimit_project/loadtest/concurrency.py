@@ -35,7 +35,13 @@ MODEL = "claude-sonnet-4-6"
 # The AOF policy of the embedded Redis (the default deployment), not the test default "always".
 REDIS_APPENDFSYNC = "everysec"
 UNLIMITED = {"rpm": 0, "itpm": 0, "otpm": 0}
-DEFAULTS: dict[str, str] = {"requests": "600", "latency_ms": "2000", "variants": "1x256,2x128"}
+DEFAULTS: dict[str, str] = {
+    "requests": "600",
+    "latency_ms": "2000",
+    "variants": "1x256,2x128",
+    "hold_latency_ms": "10000",
+    "hold_requests": "300",
+}
 TARGET_IN_FLIGHT = 256
 TARGET_RSS_MB = 1024.0
 SAMPLE_EVERY_S = 0.2
@@ -124,10 +130,12 @@ def run_variant(
     count: int,
     users: list[Any],
     timeout_s: float,
+    latency_ms: float,
 ) -> dict[str, Any]:
-    tag = f"p{processes}t{threads}"
+    tag = f"p{processes}t{threads}l{latency_ms:g}"
     ids, submit_rate = submit_burst(count=count, users=users, tag=tag)
     stack.emulator.reset()  # zero the in-flight maximum; nothing is in flight yet
+    stack.emulator.configure(latency_ms=latency_ms)
     started = time.monotonic()
     host = stack.start_worker(threads=threads, processes=processes)
     sampler = Sampler(emulator=stack.emulator, pids=[host.pid], ids=ids)
@@ -149,12 +157,13 @@ def run_variant(
         LLMRequest.objects.filter(pk__in=ids).values("status", "dispatched_at", "finished_at")
     )
     done = [r for r in rows if r["status"] == LLMRequest.Status.SUCCEEDED]
-    first = min((r["dispatched_at"] for r in done), default=None)
-    last = max((r["finished_at"] for r in done), default=None)
+    first = min((r["dispatched_at"] for r in done if r["dispatched_at"]), default=None)
+    last = max((r["finished_at"] for r in done if r["finished_at"]), default=None)
     span = (last - first).total_seconds() if first and last else 0.0
     return {
         "command": f"llm_worker --threads {threads}"
         + (f" --processes {processes}" if processes > 1 else ""),
+        "emulator_latency_ms": latency_ms,
         "processes": processes,
         "threads_per_process": threads,
         "requests": count,
@@ -188,6 +197,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     count = max(1, int(int(cfg["requests"]) * float(options.get("scale") or 1.0)))
     latency_ms = float(cfg["latency_ms"])
     variants = parse_variants(cfg["variants"])
+    hold_latency_ms = float(cfg["hold_latency_ms"])
     # Enough for the whole burst at the target concurrency, with room for a slow machine.
     timeout_s = 60.0 + count / TARGET_IN_FLIGHT * latency_ms / 1000 * 4
     results = []
@@ -215,7 +225,21 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                     count=count,
                     users=users,
                     timeout_s=timeout_s,
+                    latency_ms=latency_ms,
                 )
+            )
+        hold = None
+        if hold_latency_ms > 0:
+            processes, threads = variants[0]
+            hold_count = int(cfg["hold_requests"])
+            hold = run_variant(
+                stack,
+                processes=processes,
+                threads=threads,
+                count=hold_count,
+                users=users,
+                timeout_s=60.0 + hold_count / TARGET_IN_FLIGHT * hold_latency_ms / 1000 * 4,
+                latency_ms=hold_latency_ms,
             )
     chosen = results[0]
     return {
@@ -228,6 +252,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         "worker_rss_mb": chosen["worker_rss_mb"],
         "requests_per_s": chosen["requests_per_s"],
         "variants": results,
+        # The same host and burst with slow calls: how many it can HOLD at once when the CPU
+        # needed per second (finishing and starting calls) is lower than at 2 s latency.
+        "hold_check": hold,
         "targets": {"max_in_flight_min": TARGET_IN_FLIGHT, "worker_rss_mb_max": TARGET_RSS_MB},
         "targets_met": {
             "in_flight": chosen["max_in_flight"] >= TARGET_IN_FLIGHT,

@@ -344,7 +344,7 @@ def _drain(deadline: float) -> int:
         open_rows = LLMRequest.objects.exclude(status__in=LLMRequest.TERMINAL).count()
         if open_rows == 0 or time.monotonic() > deadline:
             return open_rows
-        time.sleep(0.5)
+        time.sleep(0.25)
 
 
 def _dispatch_of(client_request_id: str) -> str:
@@ -503,7 +503,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         open_rows = _drain(time.monotonic() + cfg["drain_s"])
         drain_s = time.monotonic() - started - load_s
         stopping = time.monotonic()
-        stack.stop_workers(graceful=True, timeout_s=60)
+        # After the drain nothing is in flight: a graceful stop only waits for idle threads.
+        stack.stop_workers(graceful=True, timeout_s=5)
         stop_s = time.monotonic() - stopping
         connection.close()
         result = audit(stack, accepted=submitter.accepted, wall0=wall0)

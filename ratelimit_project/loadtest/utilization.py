@@ -309,10 +309,20 @@ def pipeline_figures(submitted: list[int]) -> dict[str, Any]:
             "status", "created_at", "dispatched_at", "started_at", "finished_at", "attempts"
         )
     )
-    done = [r for r in rows if r["status"] == LLMRequest.Status.SUCCEEDED]
-    latencies = [(r["finished_at"] - r["created_at"]).total_seconds() * 1000 for r in done]
-    calls = [(r["finished_at"] - r["started_at"]).total_seconds() * 1000 for r in done]
-    waits = [(r["dispatched_at"] - r["created_at"]).total_seconds() * 1000 for r in done]
+    # A succeeded row has every timestamp.
+    done = [
+        r
+        for r in rows
+        if r["status"] == LLMRequest.Status.SUCCEEDED
+        and None not in (r["finished_at"], r["started_at"], r["dispatched_at"])
+    ]
+
+    def ms(later: Any, earlier: Any) -> float:
+        return float((later - earlier).total_seconds() * 1000)
+
+    latencies = [ms(r["finished_at"], r["created_at"]) for r in done]
+    calls = [ms(r["finished_at"], r["started_at"]) for r in done]
+    waits = [ms(r["dispatched_at"], r["created_at"]) for r in done]
     statuses: dict[str, int] = {}
     for row in rows:
         statuses[row["status"]] = statuses.get(row["status"], 0) + 1
@@ -462,6 +472,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         users=int(cfg["users"]),
     )
 
+    began = time.monotonic()
     with (
         quiet_http_logs(),
         Stack(
@@ -484,6 +495,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         submitted: list[int] = []
         start = time.monotonic() + 0.5
         t_start = time.time() + 0.5
+        setup_s = start - began
         submitter = threading.Thread(
             target=run_pipeline_submitter,
             kwargs={"offers": offers, "start": start, "users": users, "submitted": submitted},
@@ -510,7 +522,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         ledger = stack.emulator.ledger()
         log = stack.emulator.log()
         pipeline = pipeline_figures(submitted)
-        stack.stop_workers()
+        stack.stop_workers(graceful=False)  # nothing is in flight any more
+        finished = time.monotonic()
 
     window = {"t_start": t_start, "t_window": t_start + warmup_s, "t_end": t_end}
     pipeline.update(
@@ -550,6 +563,11 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         f"({cfg['slow_rate']:.0%} of calls)",
         "pipeline": pipeline,
         "naive": naive_figures,
+        "timings_s": {
+            "setup": round(setup_s, 1),
+            "load": duration_s,
+            "finish": round(finished - start - duration_s, 1),
+        },
         "targets": targets,
         "targets_met": {
             "pipeline_goodput": pipeline["goodput_ratio"] >= targets["pipeline_goodput_ratio_min"],

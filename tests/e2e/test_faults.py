@@ -45,7 +45,7 @@ TOKEN_FIELDS = (
     "cache_read_input_tokens",
 )
 
-# The short CI version: 15 s of load; leases and the reaper's grace shortened so recovery takes
+# The short CI version: 12 s of load; leases and the reaper's grace shortened so recovery takes
 # seconds; kills timed outside the few milliseconds between "the API billed it" and "the
 # journal has it", the one window the gateway cannot close (see queueing/journal.py), which
 # the full benchmark (docs/benchmarks/faults.json) measures instead.
@@ -71,7 +71,7 @@ def test_short_fault_run_loses_nothing_and_bills_exactly_once(tmp_path: Path) ->
         env.pop(name, None)
     options = [arg for key, value in SHORT_RUN.items() for arg in ("--opt", f"{key}={value}")]
     run = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "loadtest", "faults", "--duration", "15"]
+        [sys.executable, str(ROOT / "manage.py"), "loadtest", "faults", "--duration", "12"]
         + options,
         cwd=ROOT,
         env=env,
