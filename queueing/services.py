@@ -728,15 +728,28 @@ def _finish_failed(
 # --- recovery ----------------------------------------------------------------------------------
 
 
-def _dispatch_job_pending(*, request_id: int, dispatch: int) -> bool:
-    """Whether the RQ job of this dispatch may still run (queued, started, deferred, scheduled)."""
+def _dispatch_job_pending(*, request_id: int, dispatch: int, cutoff: dt.datetime) -> bool:
+    """Whether the RQ job of this dispatch may still run: waiting in the queue, or taken by a
+    thread after ``cutoff``.
+
+    A thread takes the running lease milliseconds after RQ marks its job started, so a job
+    started before ``cutoff`` whose row is still ``dispatched`` lost its thread (the host died
+    in between). Queueing the request again is safe even if that thread were only slow: its
+    status-and-dispatch-number conditional updates stop it from making the call.
+    """
     try:
         job = Job.fetch(
             dispatch_job_id(request_id=request_id, dispatch=dispatch), connection=get_redis()
         )
     except NoSuchJobError:
         return False
-    return job.get_status(refresh=False) not in (
+    status = job.get_status(refresh=False)
+    if status == JobStatus.STARTED:
+        started = job.started_at
+        if started is not None and started.tzinfo is None:
+            started = started.replace(tzinfo=dt.UTC)
+        return started is None or started >= cutoff
+    return status not in (
         JobStatus.FINISHED,
         JobStatus.FAILED,
         JobStatus.STOPPED,
@@ -768,7 +781,8 @@ def recover_orphans(*, grace_s: float | None = None) -> int:
 
     - ``dispatched`` / ``running`` rows whose lease expired (their worker died mid-call), and
       ``dispatched`` rows whose RQ job is gone or over (the dispatcher died, or Redis failed,
-      between marking the row and enqueueing its job). A request whose billed response is in
+      between marking the row and enqueueing its job) or was taken by a thread that died
+      before it took the running lease. A request whose billed response is in
       the journal (``queueing.journal``) is finished from it instead: the API is not called
       and billed a second time;
     - ``queued`` rows the scheduler does not hold (Redis lost its state, or the process that
@@ -785,7 +799,8 @@ def recover_orphans(*, grace_s: float | None = None) -> int:
     ).values_list("pk", "status", "dispatch_count")
     for pk, status, dispatch in stuck:
         if leases.is_held(pk) and (
-            status == Status.RUNNING or _dispatch_job_pending(request_id=pk, dispatch=dispatch)
+            status == Status.RUNNING
+            or _dispatch_job_pending(request_id=pk, dispatch=dispatch, cutoff=cutoff)
         ):
             continue
         if _finish_from_journal(pk=pk, status=status, dispatch=dispatch):

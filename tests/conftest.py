@@ -50,3 +50,18 @@ def emulator(emulator_server: EmulatorProcess) -> EmulatorProcess:
     """The session emulator, reset (empty ledger/log/cache, startup config); tests .configure()."""
     emulator_server.reset()
     return emulator_server
+
+
+def subprocess_database_url() -> str:
+    """A DATABASE_URL for subprocesses (worker hosts) that must share this test's database."""
+    from django.db import connection
+
+    info = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{info['NAME']}"
+    if connection.vendor == "postgresql":
+        return (
+            f"postgres://{info['USER']}:{info.get('PASSWORD') or ''}@{info['HOST'] or '127.0.0.1'}"
+            f":{info['PORT'] or 5432}/{info['NAME']}"
+        )
+    raise RuntimeError(f"no DATABASE_URL form for {connection.vendor}")

@@ -285,16 +285,24 @@ class Chaos:
                 }
             )
 
-    def _calls_of(self, pid: int) -> list[int] | None:
-        """Requests whose lease the worker host ``pid`` holds; None while Redis is away."""
+    def _calls_of(self, pid: int) -> list[int]:
+        """Running calls of the worker host ``pid``: requests it holds the lease of (its
+        dispatcher's leases of jobs still in the queue do not count)."""
         owner = f"{socket.gethostname()}:{pid}".encode()
         try:
             client = project_redis.get_redis()
             keys = list(client.scan_iter("gw:lease:*", count=1000))
             values: list[Any] = list(client.mget(keys)) if keys else []
         except redis.RedisError:
-            return None
-        return [int(k.rsplit(b":", 1)[1]) for k, v in zip(keys, values, strict=True) if v == owner]
+            return []
+        leased = [
+            int(k.rsplit(b":", 1)[1]) for k, v in zip(keys, values, strict=True) if v == owner
+        ]
+        return list(
+            LLMRequest.objects.filter(pk__in=leased, status=LLMRequest.Status.RUNNING).values_list(
+                "pk", flat=True
+            )
+        )
 
     def _unjournaled(self, request_ids: list[int]) -> list[int]:
         """Calls that may hold a billed response not yet journaled: running for longer than the
@@ -323,7 +331,7 @@ class Chaos:
         victim = [p for p in self.stack.workers if p.poll() is None][0]
         deadline = time.monotonic() + (5.0 if avoid else 3.0)
         while True:
-            calls = self._calls_of(victim.pid) or []
+            calls = self._calls_of(victim.pid)
             exposed = self._unjournaled(calls) if calls else []
             if (calls and not (avoid and exposed)) or time.monotonic() > deadline:
                 break

@@ -6,8 +6,8 @@
 - The billed-response journal, step by step: a worker killed after the API billed its answer
   (while it waits on a locked database to record it) — the reaper records that answer instead
   of calling the API a second time.
-- A dispatched request whose RQ job never made it to Redis is queued again without waiting
-  for its dispatch lease.
+- A dispatched request whose RQ job cannot run (never enqueued, or taken by a thread that died
+  before it took the running lease) is queued again without waiting for its dispatch lease.
 """
 
 from __future__ import annotations
@@ -205,15 +205,16 @@ def test_a_worker_killed_after_the_api_billed_is_recorded_from_the_journal_not_r
     assert services.recover_orphans(grace_s=0) == 0  # and nothing is left to recover
 
 
-def test_a_dispatched_request_whose_job_is_gone_is_queued_again_at_once(
-    transactional_db: None, wired: EmulatorProcess
+@pytest.mark.parametrize("lost_how", ["job never enqueued", "thread died after dequeue"])
+def test_a_dispatched_request_whose_job_cannot_run_is_queued_again_without_waiting(
+    transactional_db: None, wired: EmulatorProcess, redis_client, lost_how: str
 ) -> None:
     row = _ask(make_user("orphan-user"), "Hello")
     scheduler = get_scheduler()
     assert scheduler.pop(request_id=row.pk)
     dispatch = services._mark_dispatched(request_id=row.pk)
     assert dispatch == 1
-    leases.take_for_dispatch(row.pk)  # held for minutes: the dispatcher died before enqueueing
+    leases.take_for_dispatch(row.pk)  # the dispatch lease: held for minutes
 
     job = llm_queue().enqueue(
         "queueing.jobs.run_request",
@@ -226,7 +227,12 @@ def test_a_dispatched_request_whose_job_is_gone_is_queued_again_at_once(
     row.refresh_from_db()
     assert row.status == LLMRequest.Status.DISPATCHED
 
-    job.delete()  # the job is gone (never enqueued, or lost)
+    if lost_how == "job never enqueued":
+        job.delete()
+    else:  # RQ marked it started for a thread whose host died before it took the lease
+        pipe = redis_client.pipeline()
+        job.prepare_for_execution("dead-host.1", pipe)
+        pipe.execute()
     assert services.recover_orphans(grace_s=0) == 1
     row.refresh_from_db()
     assert row.status == LLMRequest.Status.QUEUED

@@ -39,6 +39,7 @@ from queueing import services
 from queueing.auth import api_token_create
 from queueing.models import LLMRequest
 from ratelimit_project import redis as project_redis
+from tests.conftest import subprocess_database_url
 from tests.e2e.conftest import MODEL, admin_ids, all_routes, body_text, route_path, url_values
 from tests.usage.factories import make_org, make_user
 from usage.models import AuditLog
@@ -92,7 +93,7 @@ def worker_process(
         "ANTHROPIC_API_KEY": KEY,
         "ANTHROPIC_BASE_URL": wired.base_url,
         "REDIS_URL": settings.REDIS_URL,
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": subprocess_database_url(),
         "VAR_DIR": str(tmp_path / "var"),
         "LOG_LEVEL": "DEBUG",
         "LLM_RETRY_BASE_S": "0.01",
