@@ -23,7 +23,7 @@ Levels are integers of micro-tokens (1 token = 10^6), so refilling never drifts.
 
 Zero 429s needs our buckets never to run above the server's. Three things keep them below:
 reservations happen before the server charges (ours is ahead in time); ``estimate_factor`` is
-the learned mean of actual ÷ estimated input tokens plus a margin of its deviation, so a
+the learned mean of ITPM charge ÷ estimated input tokens plus a margin of its deviation, so a
 reservation covers a request's real ITPM charge; and ITPM admission keeps a small headroom
 (``GATEWAY_LIMITER_HEADROOM``, 2%) free for the estimate errors of calls in flight. Headroom
 and over-reservation cost no throughput under saturation: the surplus returns at reconcile and
@@ -36,7 +36,7 @@ Limits come from ``GATEWAY_RATE_LIMITS`` (default: Tier 1), corrected by an admi
 The caller's protocol (see ``queueing.services``): multiply the local input estimate by
 ``estimate_factor`` → ``try_reserve`` → call → ``observe_headers`` for every response →
 ``reconcile`` with the billed usage (``itpm_charge``) or ``release`` when the call never reached
-the API → ``record_estimate`` with the raw estimate and the API's total input tokens.
+the API → ``record_estimate`` with the raw estimate and the billed ITPM charge.
 """
 
 from __future__ import annotations
@@ -467,7 +467,7 @@ class RedisRateLimiter:
     def estimate_factor(self, model_class: str) -> float:
         """Multiply a local input-token estimate by this before reserving (1.0 until learned).
 
-        It is the running mean of actual ÷ estimated input tokens plus
+        It is the running mean of ITPM charge ÷ estimated input tokens plus
         ``GATEWAY_ESTIMATE_MARGIN_DEVIATIONS`` mean absolute deviations: a reservation should
         cover the request's real charge, not its average one, or the server's bucket runs
         below ours while requests are in flight (a 429). The surplus comes back at reconcile.
@@ -479,8 +479,10 @@ class RedisRateLimiter:
 
     def record_estimate(self, model_class: str, estimated: int, actual: int) -> float:
         """Fold one response into the factor: ``estimated`` is the RAW local estimate (before
-        the factor), ``actual`` the API's total input tokens (input + cache creation + cache
-        read). Returns the new factor. Ignored (current factor returned) for empty estimates."""
+        the factor), ``actual`` what the ITPM bucket was charged for it (``itpm_charge``: input
+        + cache creation; cache reads are free), so the factor learns both how wrong the local
+        count is and how much of a typical prompt the prompt cache serves. Returns the new
+        factor. Ignored (current factor returned) for empty estimates."""
         if estimated <= 0 or actual < 0:
             return self.estimate_factor(model_class)
         low, high = _RATIO_BOUNDS

@@ -11,6 +11,8 @@ from ratelimit_project.redis import get_redis
 
 WAKE_KEY = "gw:wake"
 DONE_TTL_S = 600
+DONE_POLL_FIRST_S = 0.002
+DONE_POLL_MAX_S = 0.05
 
 
 def wake_dispatchers() -> None:
@@ -40,8 +42,13 @@ def wait_done(request_id: int, *, timeout_s: float) -> None:
     """
     key = f"gw:done:{request_id}"
     deadline = time.monotonic() + timeout_s
+    # Poll soon, then less often: a call that is about to finish is noticed within a few ms
+    # (a flat 50 ms poll added 25 ms on average to every queued call, measured by the
+    # ``overhead`` benchmark), a long one costs at most 20 EXISTS per second.
+    pause = DONE_POLL_FIRST_S
     while time.monotonic() < deadline:
         with contextlib.suppress(redis.RedisError):
             if get_redis().exists(key):
                 return
-        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, DONE_POLL_MAX_S)

@@ -608,10 +608,12 @@ def _finish_succeeded(
             input_tokens=itpm_charge(usage, model=request.model),
             output_tokens=usage.output_tokens,
         )
+    # Learn charge ÷ estimate, not total input ÷ estimate: the ITPM bucket is charged only
+    # uncached input and cache writes, so a prompt the cache usually serves should reserve little.
     limiter.record_estimate(
         model_class=model_class,
         estimated=request.estimated_input_tokens,
-        actual=usage.total_input_tokens,
+        actual=itpm_charge(usage, model=request.model),
     )
     eta.record_output_ratio(max_tokens=request.max_tokens, output_tokens=usage.output_tokens)
     quotas.settle(

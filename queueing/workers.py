@@ -25,6 +25,7 @@ import threading
 import time
 from types import FrameType
 
+import redis
 from django.db import close_old_connections
 from rq.job import Job
 from rq.queue import Queue
@@ -33,7 +34,7 @@ from rq.worker import SimpleWorker
 
 from queueing import batching, services
 from queueing.dispatcher import LLM_QUEUE, run_dispatcher
-from ratelimit_project.redis import get_redis
+from ratelimit_project.redis import MAX_POOL_CONNECTIONS, get_redis, redis_url
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,17 @@ class WorkerHost:
         self.threads = threads
         # RQ blocks an idle thread for worker_ttl - 15 s; shutdown waits that long for it at most.
         self.worker_ttl = idle_poll_s + 15
+        # RQ's threads block in BLPOP for up to idle_poll_s: they get a pool of their own whose
+        # socket timeout is above that from the first connection (redis-py's default of 5 s would
+        # race the BLPOP and send threads into RQ's reconnect back-off).
+        get_redis()  # starts the embedded server first when REDIS_URL is unset
+        self.rq_connection = redis.Redis.from_url(
+            redis_url(),
+            socket_timeout=idle_poll_s + 10,
+            health_check_interval=30,
+            # One connection per thread at least: redis-py 8 caps a pool at 100 by default.
+            max_connections=MAX_POOL_CONNECTIONS,
+        )
         self.dispatch = dispatch
         self.reap = reap
         self.burst = burst
@@ -95,7 +107,7 @@ class WorkerHost:
     def _new_worker(self, slot: int) -> tuple[threading.Thread, ThreadWorker]:
         worker = ThreadWorker(
             [LLM_QUEUE],
-            connection=get_redis(),
+            connection=self.rq_connection,
             name=f"{self.prefix}.{slot}.{int(time.time())}",
             worker_ttl=self.worker_ttl,
         )
@@ -158,7 +170,9 @@ class WorkerHost:
             )
         if self.reap:
             helpers.append(threading.Thread(target=self._reap_forever, name="reaper", daemon=True))
-            helpers.append(threading.Thread(target=self._batch_forever, name="batcher", daemon=True))
+            helpers.append(
+                threading.Thread(target=self._batch_forever, name="batcher", daemon=True)
+            )
         for helper in helpers:
             helper.start()
         for slot in range(self.threads):

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import time
 from argparse import ArgumentParser
+from collections import defaultdict
 from typing import Any
 
 from django.db import close_old_connections
+from django.utils import timezone
 
 from llm_calls.client import naive_client
 from llm_calls.types import Usage
@@ -62,7 +64,7 @@ def time_calls(
 ) -> dict[str, list[float]]:
     """Interleaved rounds of direct / sync / queued calls; returns milliseconds per kind."""
     client = naive_client(base_url=base_url, api_key=api_key, max_retries=0)
-    samples: dict[str, list[float]] = {"direct": [], "sync": [], "queued": []}
+    samples: dict[str, list[float]] = defaultdict(list)
     try:
         for number in range(warmup + rounds):
             keep = number >= warmup  # the first rounds warm connections, caches and code paths
@@ -94,6 +96,7 @@ def time_calls(
             )
             done = services.wait_for_result(request_id=row.pk, timeout_s=30)
             queued_ms = _ms_since(began)
+            returned_at = timezone.now()
             if done.status != LLMRequest.Status.SUCCEEDED:
                 raise RuntimeError(
                     f"queued request {row.pk} ended {done.status}: {done.error_message}"
@@ -102,6 +105,16 @@ def time_calls(
                 samples["direct"].append(direct_ms)
                 samples["sync"].append(sync_ms)
                 samples["queued"].append(queued_ms)
+                created, dispatched = done.created_at, done.dispatched_at
+                started, finished = done.started_at, done.finished_at
+                if dispatched and started and finished:
+                    for stage, later, earlier in (
+                        ("queued_stage_submit_to_dispatch", dispatched, created),
+                        ("queued_stage_dispatch_to_start", started, dispatched),
+                        ("queued_stage_start_to_finish", finished, started),
+                        ("queued_stage_finish_to_caller", returned_at, finished),
+                    ):
+                        samples[stage].append((later - earlier).total_seconds() * 1000)
     finally:
         client.close()
         close_old_connections()

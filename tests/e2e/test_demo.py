@@ -89,4 +89,7 @@ def test_demo_refuses_real_mode_without_an_api_key(tmp_path: Path) -> None:
     run = manage("demo", "--real", "--no-serve", env=env, timeout=60)
     assert run.returncode != 0
     assert "--real needs ANTHROPIC_API_KEY" in run.stderr
-    assert not (tmp_path / "db.sqlite3").exists() or not (tmp_path / "demo").exists()
+    # Refused before anything started or was written.
+    assert not (tmp_path / "demo").exists()
+    assert not (tmp_path / "redis").exists()
+    assert not (tmp_path / "db.sqlite3").exists()
