@@ -29,6 +29,7 @@ from django.db.models import F
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.queue import Queue
 
 from llm_calls import catalog, response_cache
 from llm_calls.retry import ClaudeCallError
@@ -283,13 +284,27 @@ def submit_request(
         response_cache_shared=response_cache_shared,
         use_batch=batch or priority in conf.batch_priority_classes(),
     )
-    _admit_quota(request=request, submission=submission)
+    try:
+        _admit_quota(request=request, submission=submission)
+    except redis.RedisError:
+        # The row is saved, so nothing is lost: the reaper admits and schedules it once Redis
+        # answers again (recover_orphans). The caller gets its queued request, not an error.
+        log.warning(
+            "Redis unavailable while queueing request %s; the reaper will pick it up", request.pk
+        )
+        return request
     if request.use_batch:
         # The batch route (queueing.batching) collects these rows itself, at half price.
         notifications.wake_dispatchers()
         return request
-    _schedule(request, arrival=True)
-    predicted = eta.predict_wait_s(request=request)
+    try:
+        _schedule(request, arrival=True)
+        predicted = eta.predict_wait_s(request=request)
+    except redis.RedisError:
+        log.warning(
+            "Redis unavailable while scheduling request %s; the reaper will pick it up", request.pk
+        )
+        return request
     if predicted is None:
         predicted = 0.0  # a dispatcher took it before we could ask: it did not wait
     LLMRequest.objects.filter(pk=request.pk).update(predicted_wait_s=predicted)
@@ -731,21 +746,26 @@ def _finish_failed(
 
 
 def _dispatch_job_pending(*, request_id: int, dispatch: int, cutoff: dt.datetime) -> bool:
-    """Whether the RQ job of this dispatch may still run: waiting in the queue, or taken by a
+    """Whether the RQ job of this dispatch may still run: waiting in its queue, or taken by a
     thread after ``cutoff``.
 
-    A thread takes the running lease milliseconds after RQ marks its job started, so a job
-    started before ``cutoff`` whose row is still ``dispatched`` lost its thread (the host died
-    in between). Queueing the request again is safe even if that thread were only slow: its
-    status-and-dispatch-number conditional updates stop it from making the call.
+    A thread takes the running lease milliseconds after it takes the job, so a job that left
+    its queue (RQ moves it to an intermediate list, then marks it started) and whose row is
+    still ``dispatched`` past ``cutoff`` lost its thread: the host died in between, or a Redis
+    restart lost the reply of the move. Queueing the request again is safe even if that thread
+    were only slow: its status-and-dispatch-number conditional updates stop it from calling.
     """
+    client = get_redis()
     try:
         job = Job.fetch(
-            dispatch_job_id(request_id=request_id, dispatch=dispatch), connection=get_redis()
+            dispatch_job_id(request_id=request_id, dispatch=dispatch), connection=client
         )
     except NoSuchJobError:
         return False
     status = job.get_status(refresh=False)
+    if status == JobStatus.QUEUED:
+        queue_key = Queue(job.origin, connection=client).key
+        return job.id.encode() in client.lrange(queue_key, 0, -1)
     if status == JobStatus.STARTED:
         started = job.started_at
         if started is not None and started.tzinfo is None:
@@ -822,8 +842,30 @@ def recover_orphans(*, grace_s: float | None = None) -> int:
         "max_tokens",
         "organization_id",
         "created_at",
+        "reserved_tokens",
+        "reserved_usd",
     ):
-        if not scheduler.contains(request_id=request.pk):
+        if scheduler.contains(request_id=request.pk):
+            continue
+        # Admission is idempotent per request: this only admits a row whose submitter never got
+        # that far (Redis was down), and rejects it clearly if its quota is now spent.
+        check = quotas.admit(
+            user_id=request.user_id,
+            org_id=request.organization_id,
+            request_id=request.pk,
+            tokens=request.reserved_tokens,
+            usd=request.reserved_usd,
+            priority=request.priority,
+        )
+        if not check.admitted:
+            LLMRequest.objects.filter(pk=request.pk, status=Status.QUEUED).update(
+                status=Status.REJECTED,
+                error_type="quota_exceeded",
+                error_message=check.message,
+                finished_at=timezone.now(),
+            )
+            notifications.notify_done(request.pk)
+        else:
             _schedule(request)
-            count += 1
+        count += 1
     return count

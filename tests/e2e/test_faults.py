@@ -205,7 +205,9 @@ def test_a_worker_killed_after_the_api_billed_is_recorded_from_the_journal_not_r
     assert services.recover_orphans(grace_s=0) == 0  # and nothing is left to recover
 
 
-@pytest.mark.parametrize("lost_how", ["job never enqueued", "thread died after dequeue"])
+@pytest.mark.parametrize(
+    "lost_how", ["job never enqueued", "taken, never started", "thread died after starting it"]
+)
 def test_a_dispatched_request_whose_job_cannot_run_is_queued_again_without_waiting(
     transactional_db: None, wired: EmulatorProcess, redis_client, lost_how: str
 ) -> None:
@@ -227,8 +229,13 @@ def test_a_dispatched_request_whose_job_cannot_run_is_queued_again_without_waiti
     row.refresh_from_db()
     assert row.status == LLMRequest.Status.DISPATCHED
 
+    queue = llm_queue()
     if lost_how == "job never enqueued":
         job.delete()
+    elif lost_how == "taken, never started":
+        # A thread moved it off the queue (RQ's BLMOVE) and died, or a Redis restart lost the
+        # reply: it sits in RQ's intermediate list, still "queued", and no thread will run it.
+        redis_client.lmove(queue.key, queue.intermediate_queue_key)
     else:  # RQ marked it started for a thread whose host died before it took the lease
         pipe = redis_client.pipeline()
         job.prepare_for_execution("dead-host.1", pipe)
