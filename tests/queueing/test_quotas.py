@@ -376,6 +376,7 @@ def _admit_in_child(user_id: int, org_id: int, request_id: int, start, out) -> N
         now=NOW,
     )
     out.put(check.admitted)
+    connections.close_all()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -425,6 +426,7 @@ def test_fifty_concurrent_processes_against_room_for_ten_admit_exactly_ten(redis
     org = Organization.objects.create(name="Forkers")
     Quota.objects.create(user=user, tokens_per_day=ROOM_FOR * 1_000)
     Quota.objects.create(organization=org, max_concurrent=40)
+    connections.close_all()  # each child opens its own: a forked PostgreSQL socket is shared
     context = multiprocessing.get_context("fork")
     start, out = context.Event(), context.Queue()
     children = [
