@@ -25,6 +25,7 @@ from typing import Any
 import redis
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import OperationalError, transaction
+from django.db import connection as db_connection
 from django.db.models import F
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
@@ -35,7 +36,7 @@ from llm_calls import catalog, response_cache
 from llm_calls.retry import ClaudeCallError
 from llm_calls.services import send_message
 from llm_calls.tokens import estimate_input_tokens
-from llm_calls.types import Attempt, MessageResult
+from llm_calls.types import Attempt, MessageResult, Usage
 from llm_calls.validation import InvalidRequest, check_message_params
 from queueing import conf, eta, journal, leases, notifications, quotas
 from queueing.limiter import Reservation, get_limiter, itpm_charge
@@ -531,6 +532,10 @@ def _run_dispatched(*, request_id: int, reservation: Reservation | None, dispatc
                 limiter.release(reservation=state["reservation"])
             _finish_from_response_cache(request=request, dispatch=dispatch, result=hit)
             return
+    # A thread holds a database connection only while it uses the database: 256 calls in
+    # flight must not mean 256 idle PostgreSQL connections (the default limit is 100).
+    if not db_connection.in_atomic_block:
+        db_connection.close()
     try:
         result = send_message(
             params=body,
@@ -614,6 +619,25 @@ def _finish_succeeded(
             return row
 
     row = _write_with_retry(write, f"request {request.pk}")
+    notifications.notify_done(request.pk)  # the answer is committed: waiters may go on
+    try:
+        _settle_succeeded(
+            request=request, dispatch=dispatch, usage=usage, row=row, reservation=reservation
+        )
+    except redis.RedisError:
+        # The answer and its audit row are safe; the limiter and quota catch up from the next
+        # responses and from audit_log (quota counters are rebuilt from it when lost).
+        log.exception("Redis unavailable while settling request %s", request.pk)
+
+
+def _settle_succeeded(
+    *,
+    request: LLMRequest,
+    dispatch: int,
+    usage: Usage,
+    row: AuditLog,
+    reservation: Reservation | None,
+) -> None:
     journal.forget(request_id=request.pk, dispatch=dispatch)
     limiter = get_limiter()
     model_class = catalog.model_class(request.model)
@@ -638,7 +662,6 @@ def _finish_succeeded(
         tokens=usage.total_input_tokens + usage.output_tokens,
         usd=row.cost_usd,
     )
-    notifications.notify_done(request.pk)
 
 
 def _result_json(result: MessageResult, cost_usd: Decimal) -> dict[str, Any]:
