@@ -65,6 +65,7 @@ def test_call_claude_answers_inline_and_is_tracked(gateway) -> None:
     )
     assert row.status == LLMRequest.Status.SUCCEEDED
     audit = AuditLog.objects.get(llm_request=row)
+    assert row.result is not None
     assert audit.output_tokens == row.result["usage"]["output_tokens"] > 0
     assert ledger_totals(gateway.emulator)["requests"] == 1
 
