@@ -69,6 +69,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -250,6 +251,7 @@ class SkippedBreakpoint:
     kind: str
     prefix_tokens: int
     reason: str
+    prefix_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -561,6 +563,7 @@ def _analyse(params: Mapping[str, Any]) -> _Analysis:
                     block.cumulative,
                     f"prefix of ~{block.cumulative:,} tokens is below {model}'s minimum of "
                     f"{min_tokens:,}",
+                    block.prefix_hash,
                 )
             )
             continue
@@ -672,6 +675,7 @@ def _plan(analysis: _Analysis, reuse: ReuseStats | None, enabled: bool) -> Cache
                 candidate.block.cumulative,
                 f"no breakpoint left (the API allows {MAX_BREAKPOINTS}; "
                 f"{analysis.caller_count} set by the caller)",
+                candidate.block.prefix_hash,
             )
         )
     slots = [
@@ -710,7 +714,11 @@ def _plan(analysis: _Analysis, reuse: ReuseStats | None, enabled: bool) -> Cache
                 why = f"reused only about every {slot.reuse.interval_s:,.0f} s"
             skipped.append(
                 SkippedBreakpoint(
-                    block.position, slot.kind, block.cumulative, f"not worth a cache write: {why}"
+                    block.position,
+                    slot.kind,
+                    block.cumulative,
+                    f"not worth a cache write: {why}",
+                    block.prefix_hash,
                 )
             )
 
@@ -964,3 +972,92 @@ def plan_for_call(
         log.warning("prompt-cache reuse tracker unavailable (%s); planning on priors", error)
         stats = None
     return _plan(analysis, stats, True)
+
+
+# --------------------------------------------------------------------------------------------
+# What to cache next: prefixes sent at full price, largest first
+
+UNCACHED_KEY = "gw:cache:uncached"
+UNCACHED_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class UncachedPrefix:
+    """A prompt prefix the planner left uncached, and how many input tokens that cost so far."""
+
+    model: str
+    kind: str
+    position: str
+    prefix_tokens: int
+    times_sent: int
+    uncached_tokens: int
+    reason: str
+    last_seen: float
+
+
+def record_uncached(plan: CachePlan, *, now: float | None = None) -> None:
+    """Count the prefixes this call sends uncached (skipped breakpoints that no placed
+    breakpoint covers), for the "what to cache next" report. One pipelined round trip; a Redis
+    failure is logged, never raised — it is a statistic."""
+    covered = max((bp.prefix_tokens for bp in plan.breakpoints), default=0)
+    rows = [s for s in plan.skipped if s.prefix_hash and s.prefix_tokens > covered]
+    if not rows:
+        return
+    from ratelimit_project.redis import get_redis  # late: tests repoint REDIS_URL
+
+    stamp = time.time() if now is None else now
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for row in rows:
+            member = f"{plan.model}|{row.prefix_hash}"
+            pipe.zincrby(UNCACHED_KEY, row.prefix_tokens - covered, member)
+            meta = f"{UNCACHED_KEY}:{member}"
+            pipe.hset(
+                meta,
+                mapping={
+                    "model": plan.model,
+                    "kind": row.kind,
+                    "position": row.position,
+                    "prefix_tokens": row.prefix_tokens,
+                    "reason": row.reason,
+                    "last_seen": repr(stamp),
+                },
+            )
+            pipe.hincrby(meta, "times_sent", 1)
+            pipe.expire(meta, UNCACHED_TTL_S)
+        pipe.expire(UNCACHED_KEY, UNCACHED_TTL_S)
+        pipe.execute()
+    except redis.RedisError as error:
+        log.warning("could not record uncached prefixes (%s)", error)
+
+
+def uncached_prefixes(*, limit: int = 50) -> list[UncachedPrefix]:
+    """The prefixes that cost the most uncached input tokens in the last week, largest first."""
+    from ratelimit_project.redis import get_redis  # late: tests repoint REDIS_URL
+
+    client = get_redis()
+    top: list[tuple[bytes, float]] = list(
+        client.zrevrange(UNCACHED_KEY, 0, max(0, limit - 1), withscores=True)  # type: ignore[arg-type]
+    )
+    pipe = client.pipeline(transaction=False)
+    for member, _score in top:
+        pipe.hgetall(f"{UNCACHED_KEY}:{member.decode()}")
+    metas = pipe.execute()
+    report = []
+    for (_member, score), meta in zip(top, metas, strict=True):
+        if not meta:
+            continue
+        values = {k.decode(): v.decode() for k, v in meta.items()}
+        report.append(
+            UncachedPrefix(
+                model=values["model"],
+                kind=values["kind"],
+                position=values["position"],
+                prefix_tokens=int(values["prefix_tokens"]),
+                times_sent=int(values.get("times_sent", 0)),
+                uncached_tokens=int(score),
+                reason=values["reason"],
+                last_seen=float(values["last_seen"]),
+            )
+        )
+    return report

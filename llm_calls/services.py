@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from llm_calls import client
-from llm_calls.caching import plan_for_call
+from llm_calls.caching import plan_for_call, record_uncached
 from llm_calls.retry import ClaudeCallError, RetryPolicy, call_with_retry
 from llm_calls.types import Attempt, MessageResult, Usage
 
@@ -47,7 +47,9 @@ def send_message(
     # Every call passes the cache planner: breakpoints on the stable prefix, TTL by observed
     # reuse; it never fails a call. ``cache_planner=False`` (or CACHE_PLANNER_ENABLED off) sends
     # the body as given, for a caller that planned it already or measures without caching.
-    params = plan_for_call(params=params, enabled=cache_planner).body
+    plan = plan_for_call(params=params, enabled=cache_planner)
+    record_uncached(plan)
+    params = plan.body
 
     def attempt(number: int) -> client.ClientResponse[dict[str, Any]]:
         headers = (

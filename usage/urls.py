@@ -6,6 +6,7 @@ app_name = "usage"
 urlpatterns = [
     path("", views.my_usage, name="mine"),
     path("caching/", views.caching, name="caching"),
+    path("caching/uncached-prefixes/", views.uncached_prefixes, name="uncached-prefixes"),
     path("sessions/<path:session_id>/", views.session_detail, name="session"),
     path("users/", views.users_list, name="users"),
     path("users/<int:user_id>/", views.user_usage, name="user"),

@@ -8,6 +8,7 @@ Every JSON endpoint also answers ``?format=csv`` (streamed) for billing.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -26,7 +27,9 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
-from usage import selectors
+from llm_calls import caching as caching_stats
+from llm_calls.types import Usage
+from usage import pricing, selectors, services
 from usage.forms import DateRange, FilterError, parse_choice, parse_date_range, parse_page
 
 SESSION_CALLS_PER_PAGE = 100
@@ -276,6 +279,30 @@ def orgs_list(request: HttpRequest) -> HttpResponse:
             "org_rows": [o.as_dict() for o in orgs],
         },
     )
+
+
+@login_required
+def uncached_prefixes(request: HttpRequest) -> HttpResponse:
+    """Staff: the prompt prefixes sent at full price most, with what they cost and why the
+    planner left them uncached — what to cache next."""
+    _require_staff(request)
+    today = timezone.now().date()
+    rows = []
+    for prefix in caching_stats.uncached_prefixes(limit=50):
+        price = services.price_for(model=prefix.model, on=today)
+        cost = (
+            pricing.call_cost_usd(usage=Usage(input_tokens=prefix.uncached_tokens), price=price)
+            if price is not None
+            else None
+        )
+        rows.append(
+            {
+                "prefix": prefix,
+                "cost_usd": cost,
+                "last_seen": dt.datetime.fromtimestamp(prefix.last_seen, dt.UTC),
+            }
+        )
+    return render(request, "usage/uncached_prefixes.html", {"rows": rows})
 
 
 @login_required
