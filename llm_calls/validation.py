@@ -101,8 +101,9 @@ def check_message_params(params: Mapping[str, Any]) -> None:
     max_tokens = params.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
         raise InvalidRequest("max_tokens", "is required and must be an integer")
-    if max_tokens < 1:
-        raise InvalidRequest("max_tokens", f"must be at least 1, got {max_tokens}")
+    if max_tokens < 0:
+        # 0 is legal: it answers nothing and only writes the prompt cache (a pre-warm).
+        raise InvalidRequest("max_tokens", f"must be 0 or more, got {max_tokens}")
     cap = models[model].max_output_tokens
     if max_tokens > cap:
         raise InvalidRequest("max_tokens", f"{max_tokens} exceeds {model}'s maximum of {cap}")
