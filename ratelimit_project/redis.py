@@ -132,15 +132,17 @@ def ensure_embedded_redis(timeout_s: float = 10.0) -> Path:
     )
 
 
-def stop_embedded_redis() -> bool:
-    """Shut the embedded server down (returns False when none was running)."""
-    sock = _socket_path()
+def stop_embedded_redis(directory: Path | None = None) -> bool:
+    """Shut down the embedded server of this project (or the one under ``directory``, e.g. a
+    benchmark subprocess's ``VAR_DIR/redis``). Returns False when none was running."""
+    sock = Path(directory) / "redis.sock" if directory is not None else _socket_path()
     if not _is_alive(sock):
         return False
     # shutdown closes the connection under us: that is success
     with contextlib.suppress(redis.ConnectionError):
         redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)
-    reset_clients()
+    if directory is None:
+        reset_clients()
     return True
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ratelimit_project.redis import stop_embedded_redis
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -145,6 +147,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     finally:
         if created_pg and not keep:
             _postgres_drop(database_url)
+        # The subprocesses ran without REDIS_URL: stop the embedded Redis they started.
+        stop_embedded_redis(bench_dir / "var" / "redis")
     result["seed_seconds"] = round(seed_s, 1)
     result["requests_per_view"] = requests
     return result
