@@ -240,6 +240,31 @@ def _schedule(request: LLMRequest, *, arrival: bool = False) -> None:
     notifications.wake_dispatchers()
 
 
+def _accept(
+    *,
+    user: Any,
+    session_id: Any,
+    priority: Any,
+    use_response_cache: bool,
+    response_cache_shared: bool,
+    use_batch: bool,
+    body: dict[str, Any],
+) -> tuple[LLMRequest, Submission]:
+    """Both entry points start here: validate everything, then save the row (status queued)."""
+    submission = check_submission(user=user, session_id=session_id, priority=priority, **body)
+    request = _persist(
+        user=user,
+        session_id=session_id,
+        priority=priority,
+        submission=submission,
+        status=Status.QUEUED,
+        use_response_cache=use_response_cache,
+        response_cache_shared=response_cache_shared,
+        use_batch=use_batch,
+    )
+    return request, submission
+
+
 def submit_request(
     *,
     user: Any,
@@ -262,28 +287,23 @@ def submit_request(
     Raises InvalidRequest (nothing written) or QuotaExceeded (row kept as ``rejected``, so what a
     user submitted is never lost). Wait for the answer with ``wait_for_result``.
     """
-    submission = check_submission(
-        user=user,
-        session_id=session_id,
-        model=model,
-        messages=messages,
-        max_tokens=max_tokens,
-        priority=priority,
-        system=system,
-        tools=tools,
-        temperature=temperature,
-        stop_sequences=stop_sequences,
-        metadata=metadata,
-    )
-    request = _persist(
+    request, submission = _accept(
         user=user,
         session_id=session_id,
         priority=priority,
-        submission=submission,
-        status=Status.QUEUED,
         use_response_cache=use_response_cache,
         response_cache_shared=response_cache_shared,
         use_batch=batch or priority in conf.batch_priority_classes(),
+        body={
+            "model": model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "system": system,
+            "tools": tools,
+            "temperature": temperature,
+            "stop_sequences": stop_sequences,
+            "metadata": metadata,
+        },
     )
     try:
         _admit_quota(request=request, submission=submission)
@@ -335,28 +355,23 @@ def call_claude(
     Raises InvalidRequest, QuotaExceeded, or RequestFailed (the call failed after retries, or
     the limiter could not admit it within ``timeout_s``).
     """
-    submission = check_submission(
-        user=user,
-        session_id=session_id,
-        model=model,
-        messages=messages,
-        max_tokens=max_tokens,
-        priority=priority,
-        system=system,
-        tools=tools,
-        temperature=temperature,
-        stop_sequences=stop_sequences,
-        metadata=metadata,
-    )
-    request = _persist(
+    request, submission = _accept(
         user=user,
         session_id=session_id,
         priority=priority,
-        submission=submission,
-        status=Status.QUEUED,
         use_response_cache=use_response_cache,
         response_cache_shared=response_cache_shared,
         use_batch=False,
+        body={
+            "model": model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "system": system,
+            "tools": tools,
+            "temperature": temperature,
+            "stop_sequences": stop_sequences,
+            "metadata": metadata,
+        },
     )
     _admit_quota(request=request, submission=submission)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
