@@ -928,11 +928,6 @@ class ReuseTracker:
 _default_tracker = ReuseTracker()
 
 
-def candidate_observations(params: Mapping[str, Any]) -> tuple[Observation, ...]:
-    """The prefixes ``plan_cache`` looks up for this body (for a separate ``lookup``)."""
-    return _analyse(params).observations
-
-
 def observe_prefixes(
     plan: CachePlan, *, tracker: ReuseTracker | None = None, now: float | None = None
 ) -> None:

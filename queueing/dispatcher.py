@@ -72,7 +72,7 @@ def dispatch_once() -> Step:
     if not scheduler.pop(request_id=item.request_id):
         limiter.release(reservation=reservation)
         return Step(None, 0.0)
-    dispatch = services._mark_dispatched(request_id=item.request_id)
+    dispatch = services.mark_dispatched(request_id=item.request_id)
     if dispatch is None:
         limiter.release(reservation=reservation)
         return Step(None, 0.0)

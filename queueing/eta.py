@@ -40,10 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count
 
 from llm_calls import catalog
-from queueing import conf
+from queueing import conf, selectors
 from queueing.limiter import get_limiter
 from queueing.lua import LuaScript
 from queueing.models import LLMRequest
@@ -296,7 +295,7 @@ def queue_status(request: LLMRequest) -> dict[str, Any]:
 def queue_overview() -> dict[str, Any]:
     """Staff view: depth per class and user, in-flight calls, limiter state per model class."""
     depth = get_scheduler().depth()
-    counts = dict(LLMRequest.objects.values_list("status").annotate(n=Count("pk")))
+    counts = selectors.status_counts()
     user_rows = depth.get("users", {})
     ids = [int(key[1:]) for key in user_rows if key.startswith("u") and key[1:].isdigit()]
     names = dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username"))

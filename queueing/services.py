@@ -167,7 +167,6 @@ def _persist(
     session_id: str,
     priority: str,
     submission: Submission,
-    status: str,
     use_response_cache: bool,
     response_cache_shared: bool,
     use_batch: bool,
@@ -181,7 +180,7 @@ def _persist(
         priority=priority,
         params={k: v for k, v in body.items() if k not in ("model", "max_tokens")},
         max_tokens=body["max_tokens"],
-        status=status,
+        status=Status.QUEUED,
         estimated_input_tokens=submission.estimated_input_tokens,
         reserved_tokens=submission.worst_case_tokens,
         reserved_usd=submission.worst_case_usd,
@@ -257,7 +256,6 @@ def _accept(
         session_id=session_id,
         priority=priority,
         submission=submission,
-        status=Status.QUEUED,
         use_response_cache=use_response_cache,
         response_cache_shared=response_cache_shared,
         use_batch=use_batch,
@@ -389,7 +387,7 @@ def call_claude(
         )
         request.refresh_from_db()
         raise RequestFailed(request)
-    dispatch = _mark_dispatched(request_id=request.pk)
+    dispatch = mark_dispatched(request_id=request.pk)
     if dispatch is None:  # cancelled in between
         get_limiter().release(reservation=reservation)
         request.refresh_from_db()
@@ -418,7 +416,7 @@ def reserve_blocking(*, request: LLMRequest, deadline: float | None) -> Reservat
         time.sleep(wait)
 
 
-def _mark_dispatched(*, request_id: int) -> int | None:
+def mark_dispatched(*, request_id: int) -> int | None:
     """Queued → dispatched; returns the new dispatch number, None if it is no longer queued."""
     with transaction.atomic():
         updated = LLMRequest.objects.filter(pk=request_id, status=Status.QUEUED).update(
@@ -654,12 +652,13 @@ def _settle_succeeded(
     reservation: Reservation | None,
 ) -> None:
     journal.forget(request_id=request.pk, dispatch=dispatch)
+    charged = itpm_charge(usage, model=request.model)
     limiter = get_limiter()
     model_class = catalog.model_class(request.model)
     if reservation is not None:
         limiter.reconcile(
             reservation=reservation,
-            input_tokens=itpm_charge(usage, model=request.model),
+            input_tokens=charged,
             output_tokens=usage.output_tokens,
         )
     # Learn charge ÷ estimate, not total input ÷ estimate: the ITPM bucket is charged only
@@ -667,7 +666,7 @@ def _settle_succeeded(
     limiter.record_estimate(
         model_class=model_class,
         estimated=request.estimated_input_tokens,
-        actual=itpm_charge(usage, model=request.model),
+        actual=charged,
     )
     eta.record_output_ratio(max_tokens=request.max_tokens, output_tokens=usage.output_tokens)
     quotas.settle(

@@ -214,7 +214,7 @@ def test_a_dispatched_request_whose_job_cannot_run_is_queued_again_without_waiti
     row = _ask(make_user("orphan-user"), "Hello")
     scheduler = get_scheduler()
     assert scheduler.pop(request_id=row.pk)
-    dispatch = services._mark_dispatched(request_id=row.pk)
+    dispatch = services.mark_dispatched(request_id=row.pk)
     assert dispatch == 1
     leases.take_for_dispatch(row.pk)  # the dispatch lease: held for minutes
 
