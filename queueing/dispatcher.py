@@ -1,10 +1,12 @@
 """The dispatcher: moves requests from the fair scheduler to RQ when the rate limiter admits them.
 
-Order of one step: peek the scheduler's head → reserve its estimate in the limiter → pop it
-only if it is still the head (another dispatcher may have won) → mark the row dispatched → take
-its lease → enqueue ``jobs.run_request``. Each of the Redis steps is atomic on its own; a step that
-loses a race undoes the earlier ones (the reservation is released), so any number of
-dispatchers can run, one per worker process.
+Order of one step: for each head in turn, peek the scheduler → reserve its estimate in the
+limiter → pop it only if it is still the head (another dispatcher may have won); then, for all
+the heads taken, mark the rows dispatched (one transaction) → take their leases → enqueue one
+``jobs.run_request`` each (one pipeline). Each of the Redis steps is atomic on its own; a head
+that loses a race undoes the earlier ones (its reservation is released), so any number of
+dispatchers can run, one per worker process. A host that dies between the transaction and the
+enqueue leaves ``dispatched`` rows without a job, which the reaper queues again.
 
 Backpressure: it stops releasing work while the RQ queue already holds ``dispatch_backlog``
 jobs, so priority and fairness are decided here, at the last moment, not by RQ's FIFO.
@@ -24,7 +26,7 @@ from rq import Queue
 
 from llm_calls import catalog
 from queueing import conf, leases, notifications, services
-from queueing.limiter import get_limiter
+from queueing.limiter import Reservation, get_limiter
 from queueing.models import LLMRequest
 from queueing.scheduler import get_scheduler
 from ratelimit_project.redis import get_redis
@@ -40,53 +42,97 @@ def llm_queue() -> Queue:
 
 @dataclass(frozen=True)
 class Step:
-    dispatched: int | None  # request id handed to RQ, if any
+    dispatched: tuple[int, ...]  # request ids handed to RQ in this step, in dispatch order
     idle_for_s: float  # how long the caller may sleep before trying again
 
 
-def dispatch_once() -> Step:
-    queue = llm_queue()
-    if queue.count >= conf.dispatch_backlog():
-        return Step(None, 0.02)
+@dataclass(frozen=True)
+class _Admitted:
+    request_id: int
+    reservation: Reservation
+
+
+def _admit_heads(*, limit: int) -> tuple[list[_Admitted], float]:
+    """Take up to ``limit`` heads off the scheduler, in its order, each admitted by the limiter.
+
+    Stops at the first head the limiter refuses (it stays the head: order is never bent to fit
+    a smaller request in). Returns what was taken and, when it stopped early, how long to wait.
+    """
     scheduler = get_scheduler()
-    item = scheduler.peek()
-    if item is None:
-        return Step(None, 0.5)
-    row = (
-        LLMRequest.objects.filter(pk=item.request_id)
-        .values("model", "estimated_input_tokens", "max_tokens", "status")
-        .first()
-    )
-    if row is None or row["status"] != LLMRequest.Status.QUEUED:
-        scheduler.pop(request_id=item.request_id)  # cancelled or finished elsewhere: drop it
-        return Step(None, 0.0)
     limiter = get_limiter()
-    model_class = catalog.model_class(row["model"])
-    estimate = math.ceil(row["estimated_input_tokens"] * limiter.estimate_factor(model_class))
-    admission = limiter.try_reserve(
-        model_class=model_class, input_tokens=estimate, output_tokens=row["max_tokens"]
+    factors: dict[str, float] = {}
+    admitted: list[_Admitted] = []
+    while len(admitted) < limit:
+        item = scheduler.peek()
+        if item is None:
+            return admitted, 0.5
+        row = (
+            LLMRequest.objects.filter(pk=item.request_id)
+            .values_list("model", "estimated_input_tokens", "max_tokens", "status")
+            .first()
+        )
+        if row is None or row[3] != LLMRequest.Status.QUEUED:
+            scheduler.pop(request_id=item.request_id)  # cancelled or finished elsewhere: drop it
+            continue
+        model, estimated, max_tokens, _status = row
+        model_class = catalog.model_class(model)
+        if model_class not in factors:
+            factors[model_class] = limiter.estimate_factor(model_class)
+        admission = limiter.try_reserve(
+            model_class=model_class,
+            input_tokens=math.ceil(estimated * factors[model_class]),
+            output_tokens=max_tokens,
+        )
+        if not admission.admitted or admission.reservation is None:
+            return admitted, max(0.005, min(admission.wait_s, 0.5))
+        if not scheduler.pop(request_id=item.request_id):
+            limiter.release(reservation=admission.reservation)  # another dispatcher won it
+            continue
+        admitted.append(_Admitted(item.request_id, admission.reservation))
+    return admitted, 0.0
+
+
+def dispatch_once() -> Step:
+    """One step: release as many heads as the RQ backlog has room for and the limiter admits.
+
+    Per request it costs three Redis scripts (peek, reserve, pop) and one row read; marking
+    the rows dispatched, taking their leases and enqueueing their jobs are one transaction and
+    two round trips for the whole step, which is what lets one host keep hundreds in flight.
+    """
+    queue = llm_queue()
+    room = conf.dispatch_backlog() - queue.count
+    if room <= 0:
+        return Step((), 0.02)
+    admitted, idle_for_s = _admit_heads(limit=room)
+    if not admitted:
+        return Step((), idle_for_s)
+    dispatches = services.mark_dispatched_many(request_ids=[a.request_id for a in admitted])
+    limiter = get_limiter()
+    for lost in (a for a in admitted if a.request_id not in dispatches):
+        limiter.release(reservation=lost.reservation)  # cancelled in between
+    taken = [a for a in admitted if a.request_id in dispatches]
+    if not taken:
+        return Step((), 0.0)
+    leases.take_for_dispatch_many([a.request_id for a in taken])
+    queue.enqueue_many(
+        [
+            Queue.prepare_data(
+                "queueing.jobs.run_request",
+                args=(
+                    a.request_id,
+                    dataclasses.asdict(a.reservation),
+                    dispatches[a.request_id],
+                ),
+                job_id=services.dispatch_job_id(
+                    request_id=a.request_id, dispatch=dispatches[a.request_id]
+                ),
+                result_ttl=600,
+                failure_ttl=86400,
+            )
+            for a in taken
+        ]
     )
-    if not admission.admitted or admission.reservation is None:
-        return Step(None, max(0.005, min(admission.wait_s, 0.5)))
-    reservation = admission.reservation
-    if not scheduler.pop(request_id=item.request_id):
-        limiter.release(reservation=reservation)
-        return Step(None, 0.0)
-    dispatch = services.mark_dispatched(request_id=item.request_id)
-    if dispatch is None:
-        limiter.release(reservation=reservation)
-        return Step(None, 0.0)
-    leases.take_for_dispatch(item.request_id)
-    queue.enqueue(
-        "queueing.jobs.run_request",
-        item.request_id,
-        dataclasses.asdict(reservation),
-        dispatch,
-        job_id=services.dispatch_job_id(request_id=item.request_id, dispatch=dispatch),
-        result_ttl=600,
-        failure_ttl=86400,
-    )
-    return Step(item.request_id, 0.0)
+    return Step(tuple(a.request_id for a in taken), idle_for_s)
 
 
 def run_dispatcher(stop: threading.Event) -> None:

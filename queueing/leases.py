@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from queueing import conf
 from ratelimit_project.redis import get_redis
@@ -30,7 +30,16 @@ def _key(request_id: int) -> str:
 
 
 def take_for_dispatch(request_id: int) -> None:
-    get_redis().set(_key(request_id), OWNER, ex=conf.dispatch_lease_ttl_s())
+    take_for_dispatch_many([request_id])
+
+
+def take_for_dispatch_many(request_ids: Sequence[int]) -> None:
+    """``take_for_dispatch`` for many requests in one round trip."""
+    pipe = get_redis().pipeline(transaction=False)
+    ttl = conf.dispatch_lease_ttl_s()
+    for request_id in request_ids:
+        pipe.set(_key(request_id), OWNER, ex=ttl)
+    pipe.execute()
 
 
 def is_held(request_id: int) -> bool:

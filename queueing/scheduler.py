@@ -33,7 +33,7 @@ settings strands requests queued in it until they are re-enqueued.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,7 +211,15 @@ class FairScheduler:
         return int(removed) == 1
 
     def contains(self, *, request_id: int) -> bool:
-        return bool(self.redis.exists(f"gw:sch:req:{_request_id(request_id)}"))
+        return request_id in self.contains_many(request_ids=[request_id])
+
+    def contains_many(self, *, request_ids: Sequence[int]) -> set[int]:
+        """Which of ``request_ids`` the scheduler holds, in one round trip."""
+        ids = [_request_id(r) for r in request_ids]
+        pipe = self.redis.pipeline(transaction=False)
+        for request_id in ids:
+            pipe.exists(f"gw:sch:req:{request_id}")
+        return {r for r, present in zip(ids, pipe.execute(), strict=True) if present}
 
     def position(
         self, *, request_id: int, competitors: Mapping[str, float] | None = None

@@ -418,15 +418,32 @@ def reserve_blocking(*, request: LLMRequest, deadline: float | None) -> Reservat
 
 def mark_dispatched(*, request_id: int) -> int | None:
     """Queued → dispatched; returns the new dispatch number, None if it is no longer queued."""
+    return mark_dispatched_many(request_ids=[request_id]).get(request_id)
+
+
+def mark_dispatched_many(*, request_ids: Sequence[int]) -> dict[int, int]:
+    """Queued → dispatched for each of ``request_ids`` still queued, in one transaction.
+
+    Returns ``{request id: its new dispatch number}``; ids missing from it were no longer
+    queued (cancelled, or taken by another dispatcher). One conditional UPDATE per row, so each
+    row is won by exactly one caller whatever the database's isolation level.
+    """
+    if not request_ids:
+        return {}
+    now = timezone.now()
     with transaction.atomic():
-        updated = LLMRequest.objects.filter(pk=request_id, status=Status.QUEUED).update(
-            status=Status.DISPATCHED,
-            dispatch_count=F("dispatch_count") + 1,
-            dispatched_at=timezone.now(),
-        )
-        if not updated:
-            return None
-        return int(LLMRequest.objects.values_list("dispatch_count", flat=True).get(pk=request_id))
+        won = [
+            pk
+            for pk in request_ids
+            if LLMRequest.objects.filter(pk=pk, status=Status.QUEUED).update(
+                status=Status.DISPATCHED,
+                dispatch_count=F("dispatch_count") + 1,
+                dispatched_at=now,
+            )
+        ]
+        if not won:
+            return {}
+        return dict(LLMRequest.objects.filter(pk__in=won).values_list("pk", "dispatch_count"))
 
 
 def cancel_request(*, request: LLMRequest, by_user: Any) -> LLMRequest:
@@ -488,26 +505,29 @@ def execute_request(*, request_id: int, reservation: Reservation | None, dispatc
     worker that dies anywhere from here on is noticed within one lease TTL, not the longer
     dispatch lease.
     """
-    if not LLMRequest.objects.filter(
+    request = LLMRequest.objects.filter(
         pk=request_id, status=Status.DISPATCHED, dispatch_count=dispatch
-    ).exists():
+    ).first()
+    if request is None:
         if reservation is not None:
             get_limiter().release(reservation=reservation)
         return
     with leases.held(request_id):
-        _run_dispatched(request_id=request_id, reservation=reservation, dispatch=dispatch)
+        _run_dispatched(request=request, reservation=reservation, dispatch=dispatch)
 
 
-def _run_dispatched(*, request_id: int, reservation: Reservation | None, dispatch: int) -> None:
+def _run_dispatched(*, request: LLMRequest, reservation: Reservation | None, dispatch: int) -> None:
     limiter = get_limiter()
+    request_id = request.pk
+    started_at = timezone.now()
     started = LLMRequest.objects.filter(
         pk=request_id, status=Status.DISPATCHED, dispatch_count=dispatch
-    ).update(status=Status.RUNNING, started_at=timezone.now())
+    ).update(status=Status.RUNNING, started_at=started_at)
     if not started:
         if reservation is not None:
             limiter.release(reservation=reservation)
         return
-    request = LLMRequest.objects.get(pk=request_id)
+    request.status, request.started_at = Status.RUNNING, started_at
     model_class = catalog.model_class(request.model)
     state: dict[str, Any] = {"reservation": reservation}
     attempts: list[Attempt] = []
@@ -545,9 +565,10 @@ def _run_dispatched(*, request_id: int, reservation: Reservation | None, dispatc
                 limiter.release(reservation=state["reservation"])
             _finish_from_response_cache(request=request, dispatch=dispatch, result=hit)
             return
-    # A thread holds a database connection only while it uses the database: 256 calls in
-    # flight must not mean 256 idle PostgreSQL connections (the default limit is 100).
-    if not db_connection.in_atomic_block:
+    # A thread holds a server connection only while it uses the database: 256 calls in flight
+    # must not mean 256 idle PostgreSQL connections (the default limit is 100). A SQLite
+    # connection is a file handle: keeping it spares a reconnect (and schema load) per call.
+    if db_connection.vendor != "sqlite" and not db_connection.in_atomic_block:
         db_connection.close()
     try:
         result = send_message(
@@ -607,7 +628,7 @@ def _finish_succeeded(
     def write() -> AuditLog:
         with transaction.atomic():
             row = usage_services.record_call(
-                user=request.user,
+                user=request.user_id,
                 organization=request.organization_id,
                 session_id=request.session_id,
                 llm_request=request,
@@ -748,7 +769,7 @@ def _finish_failed(
     def write() -> None:
         with transaction.atomic():
             usage_services.record_call(
-                user=request.user,
+                user=request.user_id,
                 organization=request.organization_id,
                 session_id=request.session_id,
                 llm_request=request,
@@ -869,21 +890,31 @@ def recover_orphans(*, grace_s: float | None = None) -> int:
             log.warning("request %s was %s on a worker that is gone; queueing it again", pk, status)
             _schedule(LLMRequest.objects.get(pk=pk))
             count += 1
-    for request in LLMRequest.objects.filter(
-        status=Status.QUEUED, use_batch=False, created_at__lt=cutoff
-    ).only(
-        "pk",
-        "user_id",
-        "priority",
-        "estimated_input_tokens",
-        "max_tokens",
-        "organization_id",
-        "created_at",
-        "reserved_tokens",
-        "reserved_usd",
+    queued = list(
+        LLMRequest.objects.filter(
+            status=Status.QUEUED, use_batch=False, created_at__lt=cutoff
+        ).values_list("pk", flat=True)
+    )
+    held = scheduler.contains_many(request_ids=queued)  # one round trip, however long the queue
+    missing = [pk for pk in queued if pk not in held]
+    # Chunks keep the IN list under SQLite's bound-parameter limit after Redis lost everything.
+    for request in (
+        row
+        for start in range(0, len(missing), 500)
+        for row in LLMRequest.objects.filter(
+            pk__in=missing[start : start + 500], status=Status.QUEUED
+        ).only(
+            "pk",
+            "user_id",
+            "priority",
+            "estimated_input_tokens",
+            "max_tokens",
+            "organization_id",
+            "created_at",
+            "reserved_tokens",
+            "reserved_usd",
+        )
     ):
-        if scheduler.contains(request_id=request.pk):
-            continue
         # Admission is idempotent per request: this only admits a row whose submitter never got
         # that far (Redis was down), and rejects it clearly if its quota is now spent.
         check = quotas.admit(

@@ -17,6 +17,9 @@ reaper once their leases expire. Start it with ``python manage.py llm_worker --t
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import heapq
+import itertools
 import logging
 import os
 import signal
@@ -24,12 +27,13 @@ import socket
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 import redis
 from django.db import close_old_connections
 from rq.job import Job
 from rq.queue import Queue
-from rq.timeouts import TimerDeathPenalty
+from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.worker import SimpleWorker
 
 from queueing import batching, services
@@ -40,14 +44,99 @@ log = logging.getLogger(__name__)
 
 REAP_EVERY_S = 5.0
 BATCH_CYCLE_EVERY_S = 1.0
+STARTUP_WAIT_S = 30.0
+
+
+class _Watchdog:
+    """Job timeouts for every worker thread of the process, kept by ONE thread.
+
+    RQ's ``TimerDeathPenalty`` starts a ``threading.Timer`` — a new OS thread — for every job;
+    at hundreds of jobs a second that thread churn alone costs a good part of a core. Here a
+    deadline is a heap entry; the watchdog raises ``JobTimeoutException`` in an overdue job's
+    thread the way RQ's timer does (``PyThreadState_SetAsyncExc``).
+    """
+
+    def __init__(self) -> None:
+        self._deadlines: list[tuple[float, int, int, type[BaseException]]] = []
+        self._live: set[int] = set()
+        self._tokens = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, *, seconds: float, exception: type[BaseException]) -> int:
+        token = next(self._tokens)
+        with self._wake:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="job-watchdog", daemon=True)
+                self._thread.start()
+            target = threading.get_ident()
+            entry = (time.monotonic() + seconds, token, target, exception)
+            heapq.heappush(self._deadlines, entry)
+            self._live.add(token)
+            if self._deadlines[0] is entry:  # it sleeps until the earliest deadline: wake it
+                self._wake.notify()
+        return token
+
+    def disarm(self, token: int) -> None:
+        with self._wake:
+            self._live.discard(token)
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                while self._deadlines and self._deadlines[0][1] not in self._live:
+                    heapq.heappop(self._deadlines)  # finished in time
+                if not self._deadlines:
+                    self._wake.wait()
+                    continue
+                deadline, token, target, exception = self._deadlines[0]
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    self._wake.wait(remaining)
+                    continue
+                heapq.heappop(self._deadlines)
+                self._live.discard(token)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(target), ctypes.py_object(exception)
+                )
+
+
+_watchdog = _Watchdog()
+
+
+class WatchdogDeathPenalty(BaseDeathPenalty):
+    """RQ's job timeout, enforced by the process's one ``_Watchdog`` thread."""
+
+    def __init__(
+        self, timeout: float, exception: type[BaseException] = JobTimeoutException, **kwargs: Any
+    ) -> None:
+        super().__init__(timeout, exception, **kwargs)
+        self._token: int | None = None
+
+    def setup_death_penalty(self) -> None:
+        if self._timeout > 0:
+            self._token = _watchdog.arm(seconds=self._timeout, exception=self._exception)
+
+    def cancel_death_penalty(self) -> None:
+        if self._token is not None:
+            _watchdog.disarm(self._token)
+            self._token = None
 
 
 class ThreadWorker(SimpleWorker):
-    """An RQ SimpleWorker that can live in a non-main thread: the host owns signals, and timeouts
-    use a timer instead of SIGALRM. It skips RQ's per-worker pub/sub thread (one per host is
-    plenty; commands reach the host through its signals)."""
+    """An RQ SimpleWorker that can live in a non-main thread: the host owns signals, and job
+    timeouts are kept by one watchdog thread instead of SIGALRM. It skips RQ's per-worker
+    pub/sub thread (one per host is plenty; commands reach the host through its signals)."""
 
-    death_penalty_class = TimerDeathPenalty
+    death_penalty_class = WatchdogDeathPenalty
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ready = threading.Event()  # registered in Redis and about to take jobs
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        super().bootstrap(*args, **kwargs)
+        self.ready.set()
 
     def _install_signal_handlers(self) -> None:
         pass
@@ -61,6 +150,8 @@ class ThreadWorker(SimpleWorker):
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
+        if timeout is None:  # burst mode: one look, None when the queue is empty
+            return super().dequeue_job_and_maintain_ttl(None, max_idle_time=max_idle_time)
         # RQ's loop only ends on a signal, which a thread never gets: wait in short rounds and
         # return None (ending ``work``) once the host asked this thread to stop.
         poll = max(1, self.worker_ttl - 15)
@@ -161,6 +252,15 @@ class WorkerHost:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        for slot in range(self.threads):
+            self.workers[slot] = self._new_worker(slot)
+        # Release work only once the threads that take it are up: otherwise the first seconds
+        # of a busy host go to registering hundreds of threads while jobs wait for them.
+        deadline = time.monotonic() + STARTUP_WAIT_S
+        for _thread, worker in self.workers.values():
+            if self.stop.is_set():
+                break
+            worker.ready.wait(max(0.0, deadline - time.monotonic()))
         helpers: list[threading.Thread] = []
         if self.dispatch:
             helpers.append(
@@ -175,8 +275,6 @@ class WorkerHost:
             )
         for helper in helpers:
             helper.start()
-        for slot in range(self.threads):
-            self.workers[slot] = self._new_worker(slot)
         log.warning("worker host %s: %s threads on queue %r", self.prefix, self.threads, LLM_QUEUE)
         while not self.stop.wait(1.0):
             for slot, (thread, _worker) in list(self.workers.items()):
