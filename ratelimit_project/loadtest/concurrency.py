@@ -8,6 +8,10 @@ documented command (``python manage.py llm_worker --threads T [--processes P]``)
 - ``max_in_flight``: the most /v1/messages requests the emulator was handling at the same
   moment (its own gauge, ``GET /_emulator/stats``); ``max_running_rows`` is the same seen from
   the database (rows in ``running``, sampled every 0.2 s).
+- ``mean_in_flight``: the same gauge averaged from the first call to the last: what the host
+  sustained while draining the burst. With 2 s calls this is bounded by CPU (each request
+  costs the host milliseconds of dispatching, bookkeeping and recording), not by threads; the
+  ``hold_check`` re-run with 10 s calls shows the same host holding all its threads busy.
 - ``worker_rss_mb``: resident memory of the worker host, all its processes together, the
   highest value sampled during the burst.
 - ``requests_per_s``: requests finished ÷ (last finish − first dispatch).
@@ -100,6 +104,7 @@ class Sampler(threading.Thread):
         self.max_rss_mb = 0.0
         self.max_running = 0
         self.max_in_flight_sampled = 0
+        self.in_flight_samples: list[int] = []
         self.rq_queue_lengths: list[int] = []
 
     def run(self) -> None:
@@ -108,9 +113,9 @@ class Sampler(threading.Thread):
         try:
             while not self.stop.wait(SAMPLE_EVERY_S):
                 self.max_rss_mb = max(self.max_rss_mb, rss_mb(self.pids))
-                self.max_in_flight_sampled = max(
-                    self.max_in_flight_sampled, int(self.emulator.stats()["in_flight"])
-                )
+                in_flight = int(self.emulator.stats()["in_flight"])
+                self.max_in_flight_sampled = max(self.max_in_flight_sampled, in_flight)
+                self.in_flight_samples.append(in_flight)
                 running = LLMRequest.objects.filter(
                     pk__in=self.ids, status=LLMRequest.Status.RUNNING
                 ).count()
@@ -120,6 +125,17 @@ class Sampler(threading.Thread):
                 self.rq_queue_lengths.append(llm_queue().count)
         finally:
             close_old_connections()
+
+
+def _mean_while_busy(samples: list[int]) -> float:
+    """Mean in-flight gauge from the first call to the last (the host's boot and the idle tail
+    after the burst drained are left out): what the host sustained, where the peak is
+    ``max_in_flight``."""
+    busy = [i for i, value in enumerate(samples) if value > 0]
+    if not busy:
+        return 0.0
+    window = samples[busy[0] : busy[-1] + 1]
+    return round(sum(window) / len(window), 1)
 
 
 def run_variant(
@@ -172,6 +188,7 @@ def run_variant(
         "max_in_flight": int(stats["max_in_flight"]),
         "max_in_flight_sampled": sampler.max_in_flight_sampled,
         "max_running_rows": sampler.max_running,
+        "mean_in_flight": _mean_while_busy(sampler.in_flight_samples),
         "mean_rq_queue_length": round(
             sum(sampler.rq_queue_lengths) / max(1, len(sampler.rq_queue_lengths)), 1
         ),
@@ -249,6 +266,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         "requests": count,
         "command": chosen["command"],
         "max_in_flight": chosen["max_in_flight"],
+        "mean_in_flight": chosen["mean_in_flight"],
         "worker_rss_mb": chosen["worker_rss_mb"],
         "requests_per_s": chosen["requests_per_s"],
         "variants": results,
