@@ -259,6 +259,17 @@ def dispatch_backlog() -> int:
     return int(_setting("GATEWAY_DISPATCH_BACKLOG", 16))
 
 
+def worker_cpu_slots() -> int:
+    """``GATEWAY_WORKER_CPU_SLOTS``: threads of a worker host that run Python code at once
+    (``queueing.cpu_gate``); 0 turns the gate off."""
+    raw = _setting("GATEWAY_WORKER_CPU_SLOTS", 2)
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise ImproperlyConfigured(
+            f"GATEWAY_WORKER_CPU_SLOTS must be a whole number >= 0 (0 = no gate), got {raw!r}."
+        )
+    return raw
+
+
 def batch_priority_classes() -> tuple[str, ...]:
     """``GATEWAY_BATCH_PRIORITY_CLASSES``: priority classes sent through the Message Batches API."""
     return tuple(str(name) for name in _setting("GATEWAY_BATCH_PRIORITY_CLASSES", ("bulk",)))

@@ -38,7 +38,7 @@ from llm_calls.services import send_message
 from llm_calls.tokens import estimate_input_tokens
 from llm_calls.types import Attempt, MessageResult, Usage
 from llm_calls.validation import InvalidRequest, check_message_params
-from queueing import conf, eta, journal, leases, notifications, quotas
+from queueing import conf, cpu_gate, eta, journal, leases, notifications, quotas
 from queueing.limiter import Reservation, get_limiter, itpm_charge
 from queueing.models import LLMRequest, Membership, Quota
 from queueing.scheduler import get_scheduler, user_key_for
@@ -571,13 +571,14 @@ def _run_dispatched(*, request: LLMRequest, reservation: Reservation | None, dis
     if db_connection.vendor != "sqlite" and not db_connection.in_atomic_block:
         db_connection.close()
     try:
-        result = send_message(
-            params=body,
-            before_attempt=before_attempt,
-            on_attempt=on_attempt,
-            on_response_headers=on_headers,
-            client_request_id=_client_request_id(request_id, dispatch),
-        )
+        with cpu_gate.waiting():
+            result = send_message(
+                params=body,
+                before_attempt=before_attempt,
+                on_attempt=on_attempt,
+                on_response_headers=on_headers,
+                client_request_id=_client_request_id(request_id, dispatch),
+            )
     except ClaudeCallError as error:
         _finish_failed(
             request=request,

@@ -36,7 +36,7 @@ from rq.queue import Queue
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.worker import SimpleWorker
 
-from queueing import batching, services
+from queueing import batching, conf, cpu_gate, services
 from queueing.dispatcher import LLM_QUEUE, run_dispatcher
 from ratelimit_project.redis import MAX_POOL_CONNECTIONS, get_redis, redis_url
 
@@ -138,6 +138,12 @@ class ThreadWorker(SimpleWorker):
         super().bootstrap(*args, **kwargs)
         self.ready.set()
 
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # RQ's bookkeeping and our own code run inside a CPU slot; the call itself gives the
+        # slot up (services.execute_request), so slots never limit calls in flight.
+        with cpu_gate.working():
+            super().execute_job(job, queue)
+
     def _install_signal_handlers(self) -> None:
         pass
 
@@ -171,8 +177,11 @@ class WorkerHost:
         reap: bool = True,
         burst: bool = False,
         idle_poll_s: int = 5,
+        cpu_slots: int | None = None,
     ) -> None:
         self.threads = threads
+        # None: the setting (GATEWAY_WORKER_CPU_SLOTS); 0: no gate.
+        self.cpu_slots = conf.worker_cpu_slots() if cpu_slots is None else cpu_slots
         # RQ blocks an idle thread for worker_ttl - 15 s; shutdown waits that long for it at most.
         self.worker_ttl = idle_poll_s + 15
         # RQ's threads block in BLPOP for up to idle_poll_s: they get a pool of their own whose
@@ -252,6 +261,8 @@ class WorkerHost:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        if self.cpu_slots:
+            cpu_gate.enable(slots=self.cpu_slots)
         for slot in range(self.threads):
             self.workers[slot] = self._new_worker(slot)
         # Release work only once the threads that take it are up: otherwise the first seconds

@@ -189,6 +189,8 @@ if os.environ.get("GATEWAY_BATCH_PRIORITY_CLASSES_JSON"):
 GATEWAY_LEASE_TTL_S = env_int("GATEWAY_LEASE_TTL_S", 30)
 GATEWAY_DISPATCH_LEASE_TTL_S = env_int("GATEWAY_DISPATCH_LEASE_TTL_S", 120)
 GATEWAY_ORPHAN_GRACE_S = env_float("GATEWAY_ORPHAN_GRACE_S", 30.0)
+# Threads of a worker host running Python code at once (queueing.cpu_gate); 0 = no gate.
+GATEWAY_WORKER_CPU_SLOTS = env_int("GATEWAY_WORKER_CPU_SLOTS", 2)
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 # django-rq's stats.json and metrics views (under /admin/rq/) accept the same scrape token; empty
 # (the default) leaves them to staff sessions.

@@ -16,10 +16,14 @@ documented command (``python manage.py llm_worker --threads T [--processes P]``)
   highest value sampled during the burst.
 - ``requests_per_s``: requests finished ÷ (last finish − first dispatch).
 
+``hold_check`` re-runs the first variant with 10 s calls and a burst of 512 (two full waves of
+256): with calls that long the CPU per second is low enough for every thread to be busy at once.
+
 Each configuration in ``variants`` (``PxT`` = P processes of T threads, default ``1x256,2x128``)
 gets its own fresh burst against the same stack, one after the other; the top-level figures are
 those of the first variant (the recommended command), the others are under ``variants``.
-``--scale`` multiplies the burst; ``--opt requests=N latency_ms=N variants=1x256,2x128``.
+``--scale`` multiplies the burst; ``--opt requests=N latency_ms=N variants=1x256,2x128
+hold_latency_ms=N hold_requests=N`` (``hold_latency_ms=0`` skips the hold check).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ DEFAULTS: dict[str, str] = {
     "latency_ms": "2000",
     "variants": "1x256,2x128",
     "hold_latency_ms": "10000",
-    "hold_requests": "300",
+    "hold_requests": "512",
 }
 TARGET_IN_FLIGHT = 256
 TARGET_RSS_MB = 1024.0

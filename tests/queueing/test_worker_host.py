@@ -8,7 +8,7 @@ import time
 import pytest
 from rq.timeouts import JobTimeoutException
 
-from queueing import dispatcher, leases, services, workers
+from queueing import cpu_gate, dispatcher, leases, services, workers
 from queueing.models import LLMRequest
 from queueing.scheduler import get_scheduler
 from tests.usage.factories import make_user
@@ -104,3 +104,47 @@ def test_a_burst_host_exits_once_the_queue_is_empty(redis_client) -> None:
     thread.start()
     thread.join(timeout=20)
     assert not thread.is_alive()
+
+
+def test_the_cpu_gate_lets_n_threads_work_and_none_hold_a_slot_while_waiting() -> None:
+    cpu_gate.enable(slots=2)
+    try:
+        lock = threading.Lock()
+        working_now = 0
+        most_working = 0
+        waiting_now = 0
+        most_waiting = 0
+
+        def job() -> None:
+            nonlocal working_now, most_working, waiting_now, most_waiting
+            with cpu_gate.working():
+                with lock:
+                    working_now += 1
+                    most_working = max(most_working, working_now)
+                time.sleep(0.02)
+                with lock:
+                    working_now -= 1
+                with cpu_gate.waiting():  # the call: slot given up
+                    with lock:
+                        waiting_now += 1
+                        most_waiting = max(most_waiting, waiting_now)
+                    time.sleep(0.3)
+                    with lock:
+                        waiting_now -= 1
+                with lock:
+                    working_now += 1
+                    most_working = max(most_working, working_now)
+                time.sleep(0.02)
+                with lock:
+                    working_now -= 1
+
+        threads = [threading.Thread(target=job) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+
+        assert most_working == 2  # never more than the slots doing work at once...
+        assert most_waiting >= 8  # ...while nearly all of them wait on "the network" together
+    finally:
+        cpu_gate.disable()
