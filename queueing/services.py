@@ -579,6 +579,9 @@ def _run_dispatched(*, request: LLMRequest, reservation: Reservation | None, dis
                 on_response_headers=on_headers,
                 client_request_id=_client_request_id(request_id, dispatch),
             )
+            # Billed: journal it at once, before anything that may wait — a CPU slot, the
+            # database — so a worker killed from here on loses nothing (see queueing.journal).
+            journal.remember(request_id=request_id, dispatch=dispatch, result=result)
     except ClaudeCallError as error:
         _finish_failed(
             request=request,
@@ -591,8 +594,6 @@ def _run_dispatched(*, request: LLMRequest, reservation: Reservation | None, dis
             reservation=state["reservation"],
         )
     else:
-        # Billed: journal it before the database write, which may wait (see queueing.journal).
-        journal.remember(request_id=request_id, dispatch=dispatch, result=result)
         _finish_succeeded(
             request=request, dispatch=dispatch, result=result, reservation=state["reservation"]
         )
