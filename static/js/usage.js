@@ -102,7 +102,11 @@
     },
     "session-calls": function (body) {
       var c = body.calls;
-      var labels = c.map(function (x) { return x.occurred_at.slice(11, 19); });
+      // A session spanning days labels each call with its date, one within a day with seconds.
+      var oneDay = c.length > 0 && c[0].occurred_at.slice(0, 10) === c[c.length - 1].occurred_at.slice(0, 10);
+      var labels = c.map(function (x) {
+        return oneDay ? x.occurred_at.slice(11, 19) : x.occurred_at.slice(5, 10) + " " + x.occurred_at.slice(11, 16);
+      });
       var config = bar(labels, [
         dataset("Input", c.map(function (x) { return x.input_tokens; }), COLORS.input, { yAxisID: "y" }),
         dataset("Cache write", c.map(function (x) { return x.cache_write_tokens; }), COLORS.cacheWrite, { yAxisID: "y" }),
