@@ -110,33 +110,23 @@ def test_the_cpu_gate_lets_n_threads_work_and_none_hold_a_slot_while_waiting() -
     cpu_gate.enable(slots=2)
     try:
         lock = threading.Lock()
-        working_now = 0
-        most_working = 0
-        waiting_now = 0
-        most_waiting = 0
+        now = {"working": 0, "waiting": 0}
+        most = {"working": 0, "waiting": 0}
+
+        def stay(state: str, seconds: float) -> None:
+            with lock:
+                now[state] += 1
+                most[state] = max(most[state], now[state])
+            time.sleep(seconds)
+            with lock:
+                now[state] -= 1
 
         def job() -> None:
-            nonlocal working_now, most_working, waiting_now, most_waiting
             with cpu_gate.working():
-                with lock:
-                    working_now += 1
-                    most_working = max(most_working, working_now)
-                time.sleep(0.02)
-                with lock:
-                    working_now -= 1
-                with cpu_gate.waiting():  # the call: slot given up
-                    with lock:
-                        waiting_now += 1
-                        most_waiting = max(most_waiting, waiting_now)
-                    time.sleep(0.3)
-                    with lock:
-                        waiting_now -= 1
-                with lock:
-                    working_now += 1
-                    most_working = max(most_working, working_now)
-                time.sleep(0.02)
-                with lock:
-                    working_now -= 1
+                stay("working", 0.02)  # starting the call
+                with cpu_gate.waiting():
+                    stay("waiting", 0.3)  # the call: slot given up
+                stay("working", 0.02)  # recording it
 
         threads = [threading.Thread(target=job) for _ in range(10)]
         for thread in threads:
@@ -144,7 +134,7 @@ def test_the_cpu_gate_lets_n_threads_work_and_none_hold_a_slot_while_waiting() -
         for thread in threads:
             thread.join(timeout=10)
 
-        assert most_working == 2  # never more than the slots doing work at once...
-        assert most_waiting >= 8  # ...while nearly all of them wait on "the network" together
+        assert most["working"] == 2  # never more than the slots doing work at once...
+        assert most["waiting"] >= 8  # ...while nearly all of them wait on "the network" together
     finally:
         cpu_gate.disable()
