@@ -26,11 +26,12 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 import redis
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from rq.job import Job
 from rq.queue import Queue
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
@@ -168,6 +169,14 @@ class ThreadWorker(SimpleWorker):
         return None
 
 
+def _closing_connections(loop: Callable[[], None]) -> None:
+    """Run a helper thread's loop; close the thread's database connections when it ends."""
+    try:
+        loop()
+    finally:
+        connections.close_all()
+
+
 class WorkerHost:
     def __init__(
         self,
@@ -221,7 +230,7 @@ class WorkerHost:
         except Exception:
             log.exception("worker thread %s stopped", worker.name)
         finally:
-            close_old_connections()
+            connections.close_all()  # this thread's own: a thread that ends leaves none open
 
     def _reap_forever(self) -> None:
         while not self.stop.wait(REAP_EVERY_S):
@@ -272,18 +281,15 @@ class WorkerHost:
             if self.stop.is_set():
                 break
             worker.ready.wait(max(0.0, deadline - time.monotonic()))
-        helpers: list[threading.Thread] = []
+        loops: list[tuple[str, Callable[[], None]]] = []
         if self.dispatch:
-            helpers.append(
-                threading.Thread(
-                    target=run_dispatcher, args=(self.stop,), name="dispatcher", daemon=True
-                )
-            )
+            loops.append(("dispatcher", lambda: run_dispatcher(self.stop)))
         if self.reap:
-            helpers.append(threading.Thread(target=self._reap_forever, name="reaper", daemon=True))
-            helpers.append(
-                threading.Thread(target=self._batch_forever, name="batcher", daemon=True)
-            )
+            loops += [("reaper", self._reap_forever), ("batcher", self._batch_forever)]
+        helpers = [
+            threading.Thread(target=_closing_connections, args=(loop,), name=name, daemon=True)
+            for name, loop in loops
+        ]
         for helper in helpers:
             helper.start()
         log.warning("worker host %s: %s threads on queue %r", self.prefix, self.threads, LLM_QUEUE)
