@@ -181,7 +181,7 @@ def collect_and_submit(
             # The batch itself is malformed or too large: sending it again cannot help.
             claimed = LLMRequest.objects.filter(batch_id=token, status=Status.DISPATCHED)
             _fail_rows(
-                claimed.select_related("user"),
+                claimed,
                 dispatch=None,
                 error_type=error.cause.last_error_type or "invalid_request_error",
                 message=f"the Message Batches API refused the batch: {error.cause}",
@@ -300,10 +300,7 @@ def _deliver_one(row: LLMRequest, dispatch: int, result: BatchResult, batch_id: 
 
 def _deliver(batch_id: str, status: BatchStatus, results: list[BatchResult]) -> int:
     rows = {
-        row.pk: row
-        for row in LLMRequest.objects.filter(
-            batch_id=batch_id, status=Status.RUNNING
-        ).select_related("user")
+        row.pk: row for row in LLMRequest.objects.filter(batch_id=batch_id, status=Status.RUNNING)
     }
     handled = 0
     for result in results:
@@ -375,9 +372,7 @@ def _poll_one(batch_id: str, policy: RetryPolicy | None) -> int:
         )
     except ClaudeCallError as error:
         if error.last_status == 404:
-            rows = LLMRequest.objects.filter(
-                batch_id=batch_id, status=Status.RUNNING
-            ).select_related("user")
+            rows = LLMRequest.objects.filter(batch_id=batch_id, status=Status.RUNNING)
             return _fail_rows(
                 rows,
                 dispatch=None,

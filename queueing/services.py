@@ -845,7 +845,7 @@ def _finish_from_journal(*, pk: int, status: str, dispatch: int) -> bool:
     entry = journal.pending(request_id=pk)
     if entry is None or entry.dispatch != dispatch:
         return False
-    request = LLMRequest.objects.select_related("user").get(pk=pk)
+    request = LLMRequest.objects.get(pk=pk)
     if request.status != status or request.dispatch_count != dispatch:
         return False  # it moved on meanwhile: leave it to whoever moved it
     log.warning(
