@@ -3,6 +3,11 @@
 Only responses that completed are billed: a 200 non-stream body that was sent, a stream that
 reached message_stop, or a succeeded batch request. Tests compare the gateway's audit log with
 this ledger exactly. API keys appear only as fingerprints.
+
+Each billed row keeps the response's whole ``usage`` plus, flattened for the comparison, every
+other fact a price depends on: the service tier (batch is half price), where inference ran
+(``inference_geo`` "us" is 1.1x), the speed (fast mode has its own rates), thinking tokens
+(already inside output_tokens) and web searches ($10 per 1,000). Totals add the counts up.
 """
 
 from __future__ import annotations
@@ -17,6 +22,18 @@ TOTAL_FIELDS = (
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
 )
+# Totals of usage's nested counts, keyed by their own names.
+DETAIL_TOTAL_FIELDS = ("thinking_tokens", "web_search_requests", "web_fetch_requests")
+
+
+def _detail_counts(usage: dict[str, Any]) -> dict[str, int]:
+    details = usage.get("output_tokens_details") or {}
+    server_tools = usage.get("server_tool_use") or {}
+    return {
+        "thinking_tokens": int(details.get("thinking_tokens", 0)),
+        "web_search_requests": int(server_tools.get("web_search_requests", 0)),
+        "web_fetch_requests": int(server_tools.get("web_fetch_requests", 0)),
+    }
 
 
 def key_fingerprint(api_key: str) -> str:
@@ -24,7 +41,7 @@ def key_fingerprint(api_key: str) -> str:
 
 
 def _empty_totals() -> dict[str, int]:
-    return {"requests": 0, **dict.fromkeys(TOTAL_FIELDS, 0)}
+    return {"requests": 0, **dict.fromkeys(TOTAL_FIELDS + DETAIL_TOTAL_FIELDS, 0)}
 
 
 @dataclass
@@ -47,8 +64,10 @@ class Ledger:
         usage: dict[str, Any],
         batch_id: str | None,
         client_request_id: str | None,
+        user_profile_id: str | None = None,
     ) -> None:
         account = self.keys.setdefault(fingerprint, {"requests": [], "totals": _empty_totals()})
+        details = _detail_counts(usage)
         account["requests"].append(
             {
                 "request_id": request_id,
@@ -56,8 +75,12 @@ class Ledger:
                 "model": model,
                 "time": time,
                 "service_tier": usage["service_tier"],
+                "inference_geo": usage.get("inference_geo", "global"),
+                "speed": usage.get("speed", "standard"),
+                **details,
                 "batch_id": batch_id,
                 "client_request_id": client_request_id,
+                "user_profile_id": user_profile_id,
                 "usage": usage,
             }
         )
@@ -65,6 +88,8 @@ class Ledger:
             totals["requests"] += 1
             for name in TOTAL_FIELDS:
                 totals[name] += usage[name]
+            for name, count in details.items():
+                totals[name] += count
 
     def as_dict(self) -> dict[str, Any]:
         return {"keys": self.keys, "totals": self.totals}

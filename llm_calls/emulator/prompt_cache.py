@@ -1,7 +1,8 @@
 """Prompt caching as the API documents it.
 
 - Blocks in order tools → system → messages; a breakpoint is a block with ``cache_control``
-  (a top-level ``cache_control`` marks the last block).
+  (a top-level ``cache_control`` marks the last cacheable block: not an empty prefill, not a
+  thinking block).
 - An entry's key is (API key fingerprint, model, hash of the whole prefix up to and including
   the block). Entries are written only at breakpoints whose prefix reaches the model's minimum.
 - Lookup: each breakpoint checks its own prefix and then up to ``LOOKBACK_BLOCKS`` earlier
@@ -83,10 +84,14 @@ class PromptCache:
             for index, block in enumerate(blocks)
             if block.cache_control is not None
         ]
-        if top_level_cache_control is not None and blocks:
-            last = len(blocks) - 1
-            if not breakpoints or breakpoints[-1][0] != last:
+        if top_level_cache_control is not None:
+            # Automatic caching: the breakpoint sits on the last block that can carry one, so
+            # it moves forward as the conversation grows; a marker already there (validation
+            # made sure it has the same TTL) is that same breakpoint.
+            last = next((i for i in range(len(blocks) - 1, -1, -1) if blocks[i].cacheable), None)
+            if last is not None and blocks[last].cache_control is None:
                 breakpoints.append((last, top_level_cache_control.get("ttl", "5m")))
+                breakpoints.sort()
         cumulative: list[int] = []
         chain: list[bytes] = []
         running = 0
@@ -118,7 +123,7 @@ class PromptCache:
         writes: list[tuple[CacheKey, float]] = []
         covered_until = read
         for index, ttl in breakpoints:
-            if index <= match or cumulative[index] < model.min_cacheable_tokens:
+            if index <= match or cumulative[index] < model.min_cache_tokens:
                 continue
             creation[ttl] += cumulative[index] - covered_until
             covered_until = cumulative[index]

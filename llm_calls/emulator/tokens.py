@@ -1,6 +1,10 @@
 """Deterministic token counting: the one formula both the emulator and the gateway's estimator use.
 
-The formula (at ``chars_per_token``, 4 by default):
+Every count runs at an *effective* characters-per-token: the configured ``chars_per_token`` (4
+by default) divided by the model's ``token_factor`` (1.3 on Claude 4.7 and later, whose newer
+tokenizer counts the same text as about 30% more tokens; 1.0 before). That division is
+``effective_chars_per_token`` — computed exactly once, as a float, so the gateway's estimator
+can reproduce it bit for bit. Then, at that ratio:
 - each text — the system string, each system/message text block's ``text``, a string message
   content — counts ``ceil(len(text) / chars_per_token)``;
 - each tool counts ``ceil(len(json.dumps(tool_without_cache_control, sort_keys=True,
@@ -22,6 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 MESSAGE_OVERHEAD_TOKENS = 4
+# Blocks the API cannot mark with cache_control itself: a top-level ``cache_control`` skips them
+# when it looks for "the last cacheable block".
+_UNMARKABLE_BLOCKS = ("thinking", "redacted_thinking")
+
+
+def effective_chars_per_token(chars_per_token: float, token_factor: float = 1.0) -> float:
+    """Characters per token on a model's tokenizer: ``chars_per_token / token_factor``."""
+    return chars_per_token / token_factor
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class PromptBlock:
     cache_control: dict[str, Any] | None
     # Stable identity of the block's content (without cache_control) and its position kind.
     digest: bytes
+    # Whether a top-level cache_control may land here (not an empty prefill, not thinking).
+    cacheable: bool = True
 
 
 def _canonical(value: Any) -> str:
@@ -64,8 +78,11 @@ def _digest(kind: str, content: Any) -> bytes:
     return hashlib.sha256(_canonical([kind, content]).encode()).digest()
 
 
-def prompt_blocks(body: dict[str, Any], chars_per_token: float) -> list[PromptBlock]:
+def prompt_blocks(
+    body: dict[str, Any], chars_per_token: float, token_factor: float = 1.0
+) -> list[PromptBlock]:
     """The prompt as blocks in cache order, each with its token count and breakpoint marker."""
+    chars_per_token = effective_chars_per_token(chars_per_token, token_factor)
     blocks: list[PromptBlock] = []
     for tool in body.get("tools") or []:
         blocks.append(
@@ -102,20 +119,27 @@ def prompt_blocks(body: dict[str, Any], chars_per_token: float) -> list[PromptBl
             content = [{"type": "text", "text": content or ""}]
         for index, block in enumerate(content or []):
             overhead = MESSAGE_OVERHEAD_TOKENS if index == 0 else 0
+            empty_text = block.get("type") == "text" and not block.get("text")
             blocks.append(
                 PromptBlock(
                     tokens=_message_block_tokens(block, chars_per_token) + overhead,
                     cache_control=block.get("cache_control"),
                     digest=_digest(f"{role}:{index == 0}", _without_cache_control(block)),
+                    cacheable=not empty_text and block.get("type") not in _UNMARKABLE_BLOCKS,
                 )
             )
     return blocks
 
 
-def count_tokens(body: dict[str, Any], chars_per_token: float) -> int:
+def count_tokens(body: dict[str, Any], chars_per_token: float, token_factor: float = 1.0) -> int:
     """Input tokens of a Messages request body (tools + system + messages), ignoring caching."""
-    return sum(block.tokens for block in prompt_blocks(body, chars_per_token))
+    return sum(block.tokens for block in prompt_blocks(body, chars_per_token, token_factor))
 
 
-def text_tokens(text: str, chars_per_token: float) -> int:
-    return _text_tokens(text, chars_per_token)
+def text_tokens(text: str, chars_per_token: float, token_factor: float = 1.0) -> int:
+    return _text_tokens(text, effective_chars_per_token(chars_per_token, token_factor))
+
+
+def json_tokens(value: dict[str, Any], chars_per_token: float, token_factor: float = 1.0) -> int:
+    """Tokens of a JSON value (a tool_use block's name and input, say) at the model's ratio."""
+    return _json_tokens(value, effective_chars_per_token(chars_per_token, token_factor))

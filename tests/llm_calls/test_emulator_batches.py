@@ -132,3 +132,48 @@ def test_bad_batch_envelope_is_400(
     response = raw_call(emulator, "/v1/messages/batches", payload)
     assert response.status == 400
     assert expected in response.json["error"]["message"]
+
+
+def test_batch_items_follow_the_same_rules_and_refuse_what_only_batches_refuse(
+    emulator: EmulatorProcess,
+) -> None:
+    emulator.configure(batch_latency_ms=100)
+    client = sdk(emulator)
+    items: Any = [
+        {"custom_id": "ok", "params": _params("fine [[emulator:output_tokens=4]]")},
+        {"custom_id": "stream", "params": _params("x", stream=True)},
+        {"custom_id": "fast", "params": _params("x", model="claude-opus-5-5", speed="fast")},
+        {"custom_id": "prewarm", "params": _params("x", max_tokens=0)},
+        {"custom_id": "retired", "params": _params("x", model="claude-sonnet-4-5")},
+        {"custom_id": "sampling", "params": _params("x", model="claude-opus-5-5", temperature=0)},
+        {
+            "custom_id": "thinks",
+            "params": _params(
+                "[[emulator:thinking_tokens=20]] [[emulator:output_tokens=3]]",
+                model="claude-opus-5-5",
+            ),
+        },
+    ]
+    batch = client.messages.batches.create(requests=items)
+    ended = _wait_until_ended(client, batch.id)
+    assert ended.request_counts.succeeded == 2 and ended.request_counts.errored == 5
+    results = {item.custom_id: item.result for item in client.messages.batches.results(batch.id)}
+
+    def error_of(custom_id: str) -> tuple[str, str]:
+        result: Any = results[custom_id]
+        assert result.type == "errored"
+        return result.error.error.type, result.error.error.message
+
+    assert error_of("stream")[0] == "invalid_request_error" and "stream" in error_of("stream")[1]
+    assert "speed" in error_of("fast")[1]
+    assert "max_tokens" in error_of("prewarm")[1]
+    assert error_of("retired") == ("not_found_error", "model: claude-sonnet-4-5")
+    assert error_of("sampling")[1] == "`temperature` is deprecated for this model."
+    thinks: Any = results["thinks"]
+    assert thinks.type == "succeeded"
+    assert [b.type for b in thinks.message.content] == ["thinking", "text"]
+    assert thinks.message.usage.output_tokens == 23
+    assert thinks.message.usage.service_tier == "batch"
+    ledger = emulator.ledger()
+    assert ledger["totals"]["requests"] == 2
+    assert ledger["totals"]["thinking_tokens"] == 20

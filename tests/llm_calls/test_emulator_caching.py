@@ -70,7 +70,7 @@ def test_cache_is_scoped_to_key_and_model(emulator: EmulatorProcess) -> None:
     payload = _request(system=[_text(SYSTEM_2000, CC)])
     _usage(emulator, payload)
     assert _usage(emulator, payload, key="other-org")["cache_read_input_tokens"] == 0
-    other_model = _request(system=[_text(SYSTEM_2000, CC)], model="claude-sonnet-4-0")
+    other_model = _request(system=[_text(SYSTEM_2000, CC)], model="claude-sonnet-5")
     assert _usage(emulator, other_model)["cache_read_input_tokens"] == 0
 
 
@@ -200,3 +200,74 @@ def test_max_tokens_zero_prewarms_the_cache(emulator: EmulatorProcess) -> None:
         _usage(emulator, _request(system=[_text(SYSTEM_2000, CC)]))["cache_read_input_tokens"]
         == 2_000
     )
+
+
+# --- top-level cache_control (automatic caching) -------------------------------------------------
+
+
+def test_automatic_caching_moves_the_breakpoint_forward_as_the_conversation_grows(
+    emulator: EmulatorProcess,
+) -> None:
+    turns: list[dict[str, Any]] = [{"role": "user", "content": "q" * 8_000}]  # 2,000 tokens
+    first = _usage(emulator, _request(messages=list(turns), cache_control=CC))
+    assert first["cache_creation_input_tokens"] == 2_004
+    turns += [
+        {"role": "assistant", "content": "a" * 400},  # 100 + 4
+        {"role": "user", "content": "next question"},  # 4 + 4
+    ]
+    second = _usage(emulator, _request(messages=list(turns), cache_control=CC))
+    assert second["cache_read_input_tokens"] == 2_004, "the previous turn's prefix is read"
+    assert second["cache_creation_input_tokens"] == 104 + 8, "and the new end is written"
+    assert second["input_tokens"] == 0
+    third = _usage(emulator, _request(messages=list(turns), cache_control=CC))
+    assert third["cache_read_input_tokens"] == 2_004 + 112
+
+
+def test_automatic_caching_skips_an_empty_prefill(emulator: EmulatorProcess) -> None:
+    # Haiku 4.5 still accepts prefill; 20,000 chars is 5,000 tokens, above its 4,096 minimum.
+    messages = [{"role": "user", "content": "q" * 20_000}, {"role": "assistant", "content": ""}]
+    payload = _request(model="claude-haiku-4-5", messages=messages, cache_control=CC)
+    usage = _usage(emulator, payload)
+    assert usage["cache_creation_input_tokens"] == 5_004
+    assert usage["input_tokens"] == 4, "the empty prefill's overhead is after the breakpoint"
+
+
+def test_a_marker_with_the_same_ttl_on_the_last_block_is_the_same_breakpoint(
+    emulator: EmulatorProcess,
+) -> None:
+    system = [_text("a" * 40, CC), _text("b" * 40, CC), _text("c" * 40, CC)]
+    last = {"role": "user", "content": [_text(SYSTEM_2000, CC)]}
+    ok = _request(system=system, messages=[last], cache_control=CC)
+    assert raw_call(emulator, "/v1/messages", ok).status == 200
+    # The same four markers, but the top-level one lands on an unmarked last block: five.
+    unmarked_end = {"role": "user", "content": [_text(SYSTEM_2000, CC), _text("tail")]}
+    five = _request(system=system, messages=[unmarked_end], cache_control=CC)
+    refused = raw_call(emulator, "/v1/messages", five)
+    assert refused.status == 400
+    assert refused.json["error"]["message"] == (
+        "A maximum of 4 blocks with cache_control may be provided. Found 5."
+    )
+
+
+def test_a_marker_with_another_ttl_on_the_last_block_is_refused(emulator: EmulatorProcess) -> None:
+    messages = [{"role": "user", "content": [_text(SYSTEM_2000, CC_1H)]}]
+    response = raw_call(emulator, "/v1/messages", _request(messages=messages, cache_control=CC))
+    assert response.status == 400
+    assert "top-level cache_control" in response.json["error"]["message"]
+
+
+def test_a_1h_top_level_breakpoint_after_a_5m_marker_is_refused(emulator: EmulatorProcess) -> None:
+    payload = _request(system=[_text(SYSTEM_2000, CC)], cache_control=CC_1H)
+    response = raw_call(emulator, "/v1/messages", payload)
+    assert response.status == 400
+    assert "ttl='1h'" in response.json["error"]["message"]
+
+
+def test_the_newer_tokenizer_and_a_512_token_minimum_on_5x_models(
+    emulator: EmulatorProcess,
+) -> None:
+    # 1,600 chars is 520 tokens at 4 / 1.3 chars per token: above Sonnet 5.5's 512 minimum.
+    payload = _request(model="claude-sonnet-5-5", system=[_text("s" * 1_600, CC)])
+    first = _usage(emulator, payload)
+    assert first["cache_creation_input_tokens"] == 520
+    assert _usage(emulator, payload)["cache_read_input_tokens"] == 520

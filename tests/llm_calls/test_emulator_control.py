@@ -82,6 +82,9 @@ def test_reset_clears_ledger_log_and_script(emulator: EmulatorProcess) -> None:
             "output_tokens": 0,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
+            "thinking_tokens": 0,
+            "web_search_requests": 0,
+            "web_fetch_requests": 0,
         },
     }
     assert emulator.log() == []

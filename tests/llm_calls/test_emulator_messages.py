@@ -183,3 +183,99 @@ def test_unknown_route_is_an_api_shaped_404(emulator: EmulatorProcess) -> None:
     assert response.status == 404
     assert response.json["type"] == "error"
     assert response.headers["request-id"].startswith("req_")
+
+
+# --- stop sequences ----------------------------------------------------------------------------
+# The filler text at seed 1 for this prompt contains "lazy" well inside 100 tokens.
+STOP_PROMPT = user("Tell me [[emulator:output_tokens=100]]")
+
+
+def test_a_stop_sequence_ends_the_text_just_before_it(emulator: EmulatorProcess) -> None:
+    client = sdk(emulator)
+    full = _text_of(client.messages.create(model=MODEL, max_tokens=200, messages=STOP_PROMPT))
+    assert "lazy" in full
+    message = client.messages.create(
+        model=MODEL, max_tokens=200, stop_sequences=["never-there", "lazy"], messages=STOP_PROMPT
+    )
+    assert message.stop_reason == "stop_sequence"
+    assert message.stop_sequence == "lazy"
+    assert _text_of(message) == full[: full.index("lazy")]
+    assert message.usage.output_tokens == -(-len(_text_of(message)) // 4)
+
+
+def test_a_streamed_stop_sequence_gives_the_same_message(emulator: EmulatorProcess) -> None:
+    client = sdk(emulator)
+    params: Any = {
+        "model": MODEL,
+        "max_tokens": 200,
+        "stop_sequences": ["lazy"],
+        "messages": STOP_PROMPT,
+    }
+    plain = client.messages.create(**params)
+    with client.messages.stream(**params) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == _text_of(plain)
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "lazy")
+    assert final.usage.output_tokens == plain.usage.output_tokens
+
+
+def test_a_stop_sequence_that_never_occurs_changes_nothing(emulator: EmulatorProcess) -> None:
+    message = sdk(emulator).messages.create(
+        model=MODEL, max_tokens=200, stop_sequences=["zebra"], messages=STOP_PROMPT
+    )
+    assert message.stop_reason == "end_turn" and message.stop_sequence is None
+    assert message.usage.output_tokens == 100
+
+
+# --- billing-relevant usage fields ---------------------------------------------------------------
+
+
+def test_usage_reports_geo_tier_and_server_tools_on_every_message(
+    emulator: EmulatorProcess,
+) -> None:
+    usage = sdk(emulator).messages.create(model=MODEL, max_tokens=10, messages=user("x")).usage
+    assert usage.inference_geo == "global"
+    assert usage.service_tier == "standard"
+    assert usage.server_tool_use is not None
+    assert usage.server_tool_use.web_search_requests == 0
+    assert usage.server_tool_use.web_fetch_requests == 0
+    assert usage.output_tokens_details is not None
+    assert usage.speed is None
+
+
+def test_us_inference_and_fast_mode_show_in_usage_and_the_ledger(
+    emulator: EmulatorProcess,
+) -> None:
+    message = sdk(emulator).messages.create(
+        model="claude-opus-5-5",
+        max_tokens=500,
+        inference_geo="us",
+        speed="fast",
+        thinking={"type": "adaptive"},
+        messages=user("x [[emulator:thinking_tokens=0]]"),
+    )
+    assert message.usage.inference_geo == "us"
+    assert message.usage.speed == "fast"
+    (account,) = emulator.ledger()["keys"].values()
+    row = account["requests"][0]
+    assert (row["inference_geo"], row["speed"], row["service_tier"]) == ("us", "fast", "standard")
+    assert row["thinking_tokens"] == 0
+    assert row["usage"]["output_tokens"] == message.usage.output_tokens
+
+
+def test_a_streamed_reply_bills_the_same_usage(emulator: EmulatorProcess) -> None:
+    client = sdk(emulator)
+    with client.messages.stream(
+        model="claude-opus-5-5",
+        max_tokens=500,
+        inference_geo="us",
+        messages=user("[[emulator:thinking_tokens=33]] [[emulator:output_tokens=7]]"),
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.usage.inference_geo == "us"
+    assert final.usage.output_tokens == 40
+    (account,) = emulator.ledger()["keys"].values()
+    row = account["requests"][0]
+    assert row["inference_geo"] == "us" and row["thinking_tokens"] == 33
+    assert emulator.ledger()["totals"]["output_tokens"] == 40

@@ -105,14 +105,25 @@ def test_a_request_bigger_than_the_bucket_waits_for_a_full_bucket_then_leaves_de
 
 def test_buckets_are_per_key_and_per_model_class(emulator: EmulatorProcess) -> None:
     emulator.configure(rpm=1, itpm=0, otpm=0)
-    assert raw_call(emulator, "/v1/messages", body()).status == 200
-    assert raw_call(emulator, "/v1/messages", body()).status == 429
-    assert raw_call(emulator, "/v1/messages", body(model="claude-sonnet-4-0")).status == 429, (
-        "same class"
-    )
-    assert raw_call(emulator, "/v1/messages", body(model="claude-haiku-4-5")).status == 200
     assert raw_call(emulator, "/v1/messages", body(model="claude-opus-4-8")).status == 200
+    assert raw_call(emulator, "/v1/messages", body(model="claude-opus-4-8")).status == 429
+    assert raw_call(emulator, "/v1/messages", body(model="claude-opus-4-6")).status == 429, (
+        "Opus 4.x share one bucket"
+    )
+    assert raw_call(emulator, "/v1/messages", body(model="claude-opus-5")).status == 200, (
+        "each 5.x model has its own"
+    )
+    assert raw_call(emulator, "/v1/messages", body()).status == 200
+    assert raw_call(emulator, "/v1/messages", body(model="claude-haiku-4-5")).status == 200
     assert raw_call(emulator, "/v1/messages", body(), key="another-org").status == 200
+
+
+def test_every_fable_model_shares_one_bucket(emulator: EmulatorProcess) -> None:
+    emulator.configure(rpm=1, itpm=0, otpm=0)
+    assert raw_call(emulator, "/v1/messages", body(model="claude-fable-5")).status == 200
+    assert raw_call(emulator, "/v1/messages", body(model="claude-fable-5-1")).status == 429
+    assert raw_call(emulator, "/v1/messages", body(model="claude-fable-5-2")).status == 429
+    assert raw_call(emulator, "/v1/messages", body(model="claude-mythos-5")).status == 200
 
 
 def test_count_tokens_has_its_own_rpm_bucket(emulator: EmulatorProcess) -> None:
@@ -135,10 +146,8 @@ def _cached_system(text: str) -> list[dict[str, Any]]:
     [
         ("claude-sonnet-4-6", False, 1),
         ("claude-sonnet-4-6", True, 5),
-        # Haiku 3.5 still charges cache reads against ITPM.
-        ("claude-3-5-haiku-latest", True, 1),
     ],
-    ids=["uncached", "cached", "haiku-3.5-reads-count"],
+    ids=["uncached", "cached"],
 )
 def test_itpm_is_cache_aware(
     emulator: EmulatorProcess, model: str, cached: bool, expected_ok: int

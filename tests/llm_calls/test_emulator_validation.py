@@ -123,7 +123,8 @@ def test_one_hour_breakpoints_before_five_minute_ones_are_fine(emulator: Emulato
 
 def test_final_assistant_prefill_may_be_empty(emulator: EmulatorProcess) -> None:
     payload = body(
-        messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]
+        model="claude-haiku-4-5",  # a model that still accepts prefill
+        messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}],
     )
     assert raw_call(emulator, "/v1/messages", payload).status == 200
 
