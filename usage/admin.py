@@ -1,13 +1,15 @@
-"""Admin: the audit log is read-only (rows are facts); prices are editable (edits reach the
-price cache at once); rollups are browsable, with a per-user summary page."""
+"""Admin: the audit log is read-only (rows are facts); prices are editable with their bands
+(checked: no negative rate, no overlapping date ranges; edits reach the price cache at once and
+re-price unpriced calls once saved); rollups are browsable, with a per-user summary page."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -16,10 +18,14 @@ from django.utils import timezone
 from usage import selectors, services
 from usage.forms import FilterError, parse_date_range
 from usage.models import (
+    RATE_FIELDS,
     AuditLog,
     ModelPrice,
     OrganizationUsageDaily,
+    PriceBand,
     SessionUsage,
+    Speed,
+    UnpricedModel,
     UsageDaily,
     UserUsageDaily,
 )
@@ -78,6 +84,9 @@ class AuditLogAdmin(ReadOnlyAdmin):
         "output_tokens",
         "cache_creation_input_tokens",
         "cache_read_input_tokens",
+        "web_search_requests",
+        "speed",
+        "inference_geo",
         "cost",
         "latency_ms",
         "price_missing",
@@ -86,6 +95,7 @@ class AuditLogAdmin(ReadOnlyAdmin):
         "outcome",
         ModelFilter,
         "service_tier",
+        "speed",
         "price_missing",
         ("occurred_at", admin.DateFieldListFilter),
     )
@@ -105,13 +115,101 @@ class AuditLogAdmin(ReadOnlyAdmin):
         return _cost(obj)
 
 
+class PriceBandInline(admin.TabularInline):
+    model = PriceBand
+    extra = 0
+    fields = ("above_prompt_tokens", *RATE_FIELDS)
+    verbose_name = "price band (prompts longer than the threshold: every token at these rates)"
+    verbose_name_plural = "price bands"
+
+
+class ModelPriceForm(forms.ModelForm):
+    class Meta:
+        model = ModelPrice
+        fields = (
+            "model",
+            "speed",
+            "effective_from",
+            "effective_until",
+            *RATE_FIELDS,
+            "web_search_usd_per_1k",
+            "note",
+        )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        start = cleaned.get("effective_from")
+        if start is None or not cleaned.get("model"):
+            return cleaned  # the field's own error says what is missing
+        candidate = ModelPrice(
+            pk=self.instance.pk,
+            model=cleaned["model"],
+            speed=cleaned.get("speed") or Speed.STANDARD,
+            effective_from=start,
+            effective_until=cleaned.get("effective_until"),
+        )
+        try:
+            services.check_model_price(row=candidate)
+        except ValidationError as exc:
+            self.add_error(None, exc)
+        return cleaned
+
+
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
-    list_display = ("model", "effective_from", "input_usd_per_mtok", "output_usd_per_mtok")
-    list_filter = ("model",)
+    """Prices: every rate explicit, date ranges that never overlap. Saving re-prices the calls
+    recorded without a price once the save commits."""
+
+    form = ModelPriceForm
+    inlines = (PriceBandInline,)
+    list_display = (
+        "model",
+        "speed",
+        "effective_from",
+        "effective_until",
+        "input_usd_per_mtok",
+        "cache_write_5m_usd_per_mtok",
+        "cache_write_1h_usd_per_mtok",
+        "cache_read_usd_per_mtok",
+        "output_usd_per_mtok",
+        "web_search_usd_per_1k",
+        "band_count",
+    )
+    list_filter = ("speed", "model")
     search_fields = ("model",)
-    ordering = ("model", "-effective_from")
+    ordering = ("model", "speed", "-effective_from")
     actions = ("reprice_missing",)
+    fieldsets = (
+        (None, {"fields": ("model", "speed", "effective_from", "effective_until", "note")}),
+        ("USD per million tokens", {"fields": RATE_FIELDS}),
+        ("Server tools", {"fields": ("web_search_usd_per_1k",)}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelPrice]:
+        return super().get_queryset(request).annotate(n_bands=Count("bands"))
+
+    @admin.display(description="bands", ordering="n_bands")
+    def band_count(self, obj: ModelPrice) -> int:
+        return int(getattr(obj, "n_bands", 0))
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        services.price_cache_clear_on_change()
+        services.reprice_after_commit()  # the admin view is one transaction: after it commits
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if request.method == "GET":
+            for unpriced in selectors.unpriced_models():
+                speed = "" if unpriced.speed == "standard" else f" ({unpriced.speed})"
+                messages.warning(
+                    request,
+                    f"No price on file for {unpriced.model}{speed}: {unpriced.calls} call(s) "
+                    f"since {unpriced.first_seen_at:%Y-%m-%d %H:%M} UTC are counted at $0 until "
+                    "you add one (they are re-priced when you do).",
+                )
+        return super().changelist_view(request, extra_context)
 
     @admin.action(description="Re-price calls recorded without a price (all models)")
     def reprice_missing(self, request: HttpRequest, queryset: QuerySet[ModelPrice]) -> None:
@@ -120,6 +218,14 @@ class ModelPriceAdmin(admin.ModelAdmin):
             request,
             f"Re-priced {result.repriced} call(s); {result.still_missing} still have no price.",
         )
+
+
+@admin.register(UnpricedModel)
+class UnpricedModelAdmin(ReadOnlyAdmin):
+    """Models called while they had no price (a row goes away once its calls are priced)."""
+
+    list_display = ("model", "speed", "calls", "first_seen_at", "last_seen_at")
+    ordering = ("-last_seen_at",)
 
 
 class RollupAdmin(ReadOnlyAdmin):

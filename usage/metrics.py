@@ -57,8 +57,8 @@ class UsageCollector(Collector):
     """All-time counters per model, read from the rollups at scrape time.
 
     ``requests_total`` by outcome (``success``, ``failed``, ``response_cache_hit``), retries,
-    tokens by kind, billed and uncached cost in USD, and the cache hit ratio (cache-read
-    tokens over all input tokens) per model and overall.
+    tokens by kind, web searches, billed and uncached cost in USD, calls without a price, and
+    the cache hit ratio (cache-read tokens over all input tokens) per model and overall.
     """
 
     def describe(self) -> list[Metric]:
@@ -83,6 +83,11 @@ class UsageCollector(Collector):
         uncached = CounterMetricFamily(
             f"{PREFIX}_uncached_cost_usd",
             "What the same calls would have cost without prompt caching, USD.",
+            labels=["model"],
+        )
+        searches = CounterMetricFamily(
+            f"{PREFIX}_web_search_requests",
+            "Web searches run by the server tool (billed per search).",
             labels=["model"],
         )
         price_missing = CounterMetricFamily(
@@ -119,10 +124,13 @@ class UsageCollector(Collector):
                 tokens.add_metric([model, kind], value)
             cost.add_metric([model], float(t.cost_usd))
             uncached.add_metric([model], float(t.uncached_cost_usd))
+            searches.add_metric([model], t.web_search_requests)
             price_missing.add_metric([model], t.price_missing)
             latency.add_metric([model], t.latency_ms_sum / 1000)
             hit_ratio.add_metric([model], t.cache_hit_rate)
-        yield from (requests, retries, tokens, cost, uncached, price_missing, latency, hit_ratio)
+        yield from (
+            requests, retries, tokens, cost, uncached, searches, price_missing, latency, hit_ratio
+        )  # fmt: skip
         yield GaugeMetricFamily(
             f"{PREFIX}_cache_hit_ratio_overall",
             "Cache-read tokens / all input tokens over every model, all time.",

@@ -4,67 +4,194 @@ Money columns are whole picodollars (1e-12 USD) in integer columns; see ``usage.
 why (SQLite adds DECIMAL columns in floating point). Each ``*_pico_usd`` column has a
 ``*_usd`` property that returns the exact ``Decimal``.
 
-The rollups (``UsageDaily``, ``UserUsageDaily``, ``SessionUsage``, ``OrganizationUsageDaily``) are written in the
-same transaction as each ``AuditLog`` row by ``usage.services.record_call``, so dashboards read
-a few small rows instead of aggregating ``audit_log``; ``seed_usage`` rebuilds them with
-GROUP BY after a bulk load. Their unique constraints COALESCE the nullable keys to 0 so a
-system call (no user / no organization) still has exactly one rollup row per key.
+Prices are rows (``ModelPrice`` with optional ``PriceBand`` children), one per model, speed and
+effective date range, every rate explicit. Each ``AuditLog`` row keeps the per-token rates it
+was billed at, so its cost can be recomputed from the row alone.
+
+The rollups (``UsageDaily``, ``UserUsageDaily``, ``SessionUsage``, ``OrganizationUsageDaily``)
+are written in the same transaction as each ``AuditLog`` row by ``usage.services.record_call``,
+so dashboards read a few small rows instead of aggregating ``audit_log``; ``seed_usage``
+rebuilds them with GROUP BY after a bulk load. Their counters are declared once, in
+``UsageCounters``, each with how one audit row adds to it and how SQL sums it from audit_log.
+Their unique constraints COALESCE the nullable keys to 0 so a system call (no user / no
+organization) still has exactly one rollup row per key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from operator import attrgetter
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import F, Value
+from django.db.models import Case, Count, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 
+from usage import pricing
 from usage.pricing import PRICE_DECIMAL_PLACES, pico_to_usd
 
 
-class ModelPrice(models.Model):
-    """A model's list price from ``effective_from`` until the next row for the same model.
+class Speed(models.IntegerChoices):
+    """``usage.speed`` / the request's ``speed``: fast mode has its own price rows."""
 
-    The price for a call is the row with the latest ``effective_from`` on or before the call's
-    UTC date. Editing prices here is how billing follows Anthropic's price changes: add a row
-    with the new date rather than editing history.
+    UNKNOWN = 0, "unknown"  # the API reported a speed we have no price rule for
+    STANDARD = 1, "standard"
+    FAST = 2, "fast"
+
+
+PRICE_SPEEDS = [(Speed.STANDARD.value, "standard"), (Speed.FAST.value, "fast")]
+
+_RATE_KWARGS: dict[str, Any] = {
+    "max_digits": 12,
+    "decimal_places": PRICE_DECIMAL_PLACES,
+    "validators": [MinValueValidator(Decimal(0))],
+}
+RATE_FIELDS = (
+    "input_usd_per_mtok",
+    "cache_write_5m_usd_per_mtok",
+    "cache_write_1h_usd_per_mtok",
+    "cache_read_usd_per_mtok",
+    "output_usd_per_mtok",
+)
+"""The five token rates of a price row and of a band, in ``pricing.Rates`` order."""
+
+
+def _rates_non_negative(name: str, *extra: str) -> models.CheckConstraint:
+    return models.CheckConstraint(
+        condition=Q(**{f"{field}__gte": 0 for field in (*RATE_FIELDS, *extra)}), name=name
+    )
+
+
+class PriceRates(models.Model):
+    """Five rates in USD per million tokens (at most ``PRICE_DECIMAL_PLACES`` decimals)."""
+
+    input_usd_per_mtok = models.DecimalField("input", **_RATE_KWARGS)
+    cache_write_5m_usd_per_mtok = models.DecimalField("5-minute cache write", **_RATE_KWARGS)
+    cache_write_1h_usd_per_mtok = models.DecimalField("1-hour cache write", **_RATE_KWARGS)
+    cache_read_usd_per_mtok = models.DecimalField("cache read", **_RATE_KWARGS)
+    output_usd_per_mtok = models.DecimalField("output", **_RATE_KWARGS)
+
+    class Meta:
+        abstract = True
+
+    def rates(self) -> pricing.Rates:
+        return pricing.Rates(*(Decimal(getattr(self, name)) for name in RATE_FIELDS))
+
+
+class ModelPrice(PriceRates):
+    """A model's price at one speed from ``effective_from`` until ``effective_until``
+    (exclusive) — or, when that is empty, until the next row for the same model and speed.
+
+    The price for a call is the row of its model and speed with the latest ``effective_from``
+    on or before the call's UTC date, unless that row's ``effective_until`` has passed (then
+    there is none). Date ranges of one model and speed never overlap (checked by
+    ``usage.services.check_price_rows`` wherever rows are written). Follow a price change by
+    adding a row with the new date, not by editing history.
     """
 
     model = models.CharField(max_length=100)
-    input_usd_per_mtok = models.DecimalField(
-        "input USD per million tokens",
-        max_digits=12,
-        decimal_places=PRICE_DECIMAL_PLACES,
-        validators=[MinValueValidator(Decimal(0))],
-    )
-    output_usd_per_mtok = models.DecimalField(
-        "output USD per million tokens",
-        max_digits=12,
-        decimal_places=PRICE_DECIMAL_PLACES,
-        validators=[MinValueValidator(Decimal(0))],
-    )
+    speed = models.PositiveSmallIntegerField(choices=PRICE_SPEEDS, default=Speed.STANDARD)
     effective_from = models.DateField()
+    effective_until = models.DateField(
+        null=True,
+        blank=True,
+        help_text="Exclusive. Empty: until the next row for the same model and speed.",
+    )
+    web_search_usd_per_1k = models.DecimalField(
+        "web search USD per 1,000 searches", default=Decimal(10), **_RATE_KWARGS
+    )
+    note = models.CharField(max_length=500, blank=True, help_text="Where the price comes from.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["model", "-effective_from"]
+        ordering = ["model", "speed", "-effective_from"]
         constraints = [
             models.UniqueConstraint(
-                fields=["model", "effective_from"], name="modelprice_one_per_model_and_date"
+                fields=["model", "speed", "effective_from"],
+                name="modelprice_one_per_model_speed_and_date",
+            ),
+            _rates_non_negative("modelprice_non_negative", "web_search_usd_per_1k"),
+            models.CheckConstraint(
+                condition=Q(effective_until__isnull=True)
+                | Q(effective_until__gt=F("effective_from")),
+                name="modelprice_until_after_from",
             ),
             models.CheckConstraint(
-                condition=models.Q(input_usd_per_mtok__gte=0, output_usd_per_mtok__gte=0),
-                name="modelprice_non_negative",
+                condition=Q(speed__in=[s for s, _ in PRICE_SPEEDS]), name="modelprice_speed"
             ),
         ]
 
     def __str__(self) -> str:
+        speed = "" if self.speed == Speed.STANDARD else f" ({self.get_speed_display()})"
+        until = f" until {self.effective_until}" if self.effective_until else ""
         return (
-            f"{self.model} from {self.effective_from}: ${self.input_usd_per_mtok} in / "
-            f"${self.output_usd_per_mtok} out per Mtok"
+            f"{self.model}{speed} from {self.effective_from}{until}: "
+            f"${self.input_usd_per_mtok} in / ${self.output_usd_per_mtok} out per Mtok"
         )
+
+    def to_price(self, bands: list[PriceBand] | None = None) -> pricing.Price:
+        """The pure-maths price (``bands``: this row's bands, when the caller prefetched them)."""
+        rows = list(self.bands.all()) if bands is None else bands
+        return pricing.Price(
+            rates=self.rates(),
+            bands=tuple(
+                pricing.Band(above_prompt_tokens=b.above_prompt_tokens, rates=b.rates())
+                for b in rows
+            ),
+            web_search_usd_per_1k=Decimal(self.web_search_usd_per_1k),
+        )
+
+
+class PriceBand(PriceRates):
+    """Rates for a request whose prompt (input + cache writes + cache reads) is longer than
+    ``above_prompt_tokens``: then *every* token of that request, output included, is billed at
+    these rates instead of the row's base rates."""
+
+    price = models.ForeignKey(ModelPrice, on_delete=models.CASCADE, related_name="bands")
+    above_prompt_tokens = models.PositiveBigIntegerField(
+        validators=[MinValueValidator(1)],
+        help_text="Prompts longer than this many tokens are billed at this band's rates.",
+    )
+
+    class Meta:
+        ordering = ["price", "above_prompt_tokens"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["price", "above_prompt_tokens"], name="priceband_one_per_threshold"
+            ),
+            models.CheckConstraint(
+                condition=Q(above_prompt_tokens__gt=0), name="priceband_threshold_positive"
+            ),
+            _rates_non_negative("priceband_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"prompts over {self.above_prompt_tokens:,} tokens"
+
+
+class UnpricedModel(models.Model):
+    """A model (at a speed) that calls were recorded for while it had no price: staff were
+    alerted when it first appeared, and see it on the usage pages until it is priced (then
+    re-pricing the calls deletes this row)."""
+
+    model = models.CharField(max_length=100)
+    speed = models.PositiveSmallIntegerField(choices=Speed.choices, default=Speed.STANDARD)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    calls = models.BigIntegerField(default=0, help_text="Calls recorded without a price.")
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "speed"], name="unpricedmodel_one_per_key")
+        ]
+
+    def __str__(self) -> str:
+        speed = "" if self.speed == Speed.STANDARD else f" ({self.get_speed_display()})"
+        return f"{self.model}{speed}: {self.calls} unpriced call(s) since {self.first_seen_at}"
 
 
 class Outcome(models.IntegerChoices):
@@ -74,6 +201,7 @@ class Outcome(models.IntegerChoices):
 
 
 class ServiceTier(models.IntegerChoices):
+    UNKNOWN = 0, "unknown"  # the API reported a tier we have no price rule for
     STANDARD = 1, "standard"
     BATCH = 2, "batch"
     PRIORITY = 3, "priority"
@@ -128,9 +256,31 @@ class AuditLog(models.Model):
     cache_creation_1h_tokens = models.BigIntegerField(default=0)
     cache_creation_input_tokens = models.BigIntegerField(default=0)
     cache_read_input_tokens = models.BigIntegerField(default=0)
+    thinking_tokens = models.BigIntegerField(
+        default=0, help_text="Part of output_tokens (billed as output); informational."
+    )
+    web_search_requests = models.BigIntegerField(default=0)
     service_tier = models.PositiveSmallIntegerField(
         choices=ServiceTier.choices, default=ServiceTier.STANDARD
     )
+    speed = models.PositiveSmallIntegerField(choices=Speed.choices, default=Speed.STANDARD)
+    inference_geo = models.CharField(
+        max_length=32, blank=True, help_text='As the API reported it: "us" = US-only (x1.1).'
+    )
+
+    # What the row was billed at: per-token rates in whole picodollars (per search for web
+    # search), batch and US-only multipliers applied, in the band given by price_band (the
+    # band's prompt-token threshold; 0 = the base rates). All 0 when price_missing.
+    input_rate_pico_usd = models.BigIntegerField(default=0)
+    cache_write_5m_rate_pico_usd = models.BigIntegerField(default=0)
+    cache_write_1h_rate_pico_usd = models.BigIntegerField(default=0)
+    cache_read_rate_pico_usd = models.BigIntegerField(default=0)
+    output_rate_pico_usd = models.BigIntegerField(default=0)
+    web_search_rate_pico_usd = models.BigIntegerField(default=0)
+    price_band = models.BigIntegerField(
+        default=0, help_text="Prompt-token threshold of the price band used; 0 = base rates."
+    )
+
     cost_pico_usd = models.BigIntegerField("cost (picodollars)", default=0)
     uncached_cost_pico_usd = models.BigIntegerField("cost without caching (picodollars)", default=0)
     price_missing = models.BooleanField(
@@ -179,41 +329,115 @@ class AuditLog(models.Model):
     def cache_hit(self) -> bool:
         return self.cache_read_input_tokens > 0
 
+    @property
+    def rate_card(self) -> pricing.RateCard:
+        """The rates this row was billed at, as recorded on it."""
+        return pricing.RateCard(
+            input=self.input_rate_pico_usd,
+            cache_write_5m=self.cache_write_5m_rate_pico_usd,
+            cache_write_1h=self.cache_write_1h_rate_pico_usd,
+            cache_read=self.cache_read_rate_pico_usd,
+            output=self.output_rate_pico_usd,
+            web_search=self.web_search_rate_pico_usd,
+            band=self.price_band,
+        )
+
+    def recomputed_costs_pico_usd(self) -> tuple[int, int]:
+        """(cost, uncached cost) from this row's own counts and rates: equal to the stored
+        ``cost_pico_usd`` and ``uncached_cost_pico_usd`` for every row."""
+        card = self.rate_card
+        return (
+            card.cost_pico_counts(
+                input_tokens=self.input_tokens,
+                cache_write_5m_tokens=self.cache_creation_5m_tokens,
+                cache_write_1h_tokens=self.cache_creation_1h_tokens,
+                cache_read_tokens=self.cache_read_input_tokens,
+                output_tokens=self.output_tokens,
+                web_search_requests=self.web_search_requests,
+            ),
+            card.uncached_cost_pico_counts(
+                prompt_tokens=self.total_input_tokens,
+                output_tokens=self.output_tokens,
+                web_search_requests=self.web_search_requests,
+            ),
+        )
+
+
+class CounterField(models.BigIntegerField):
+    """A rollup counter: how one audit row adds to it (``per_row``) and the SQL aggregate over
+    audit_log that gives the same total (``total``), declared together so the counter list
+    has one home. Migrations see a plain ``BigIntegerField`` (their copies carry neither)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        per_row: Callable[[AuditLog], int] | None = None,
+        total: Callable[[], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("default", 0)
+        super().__init__(*args, **kwargs)
+        self._per_row = per_row
+        self._total = total
+
+    def deconstruct(self) -> Any:
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.BigIntegerField", args, kwargs
+
+    def per_row(self, row: AuditLog) -> int:
+        if self._per_row is None:
+            raise TypeError(f"counter {self.name} has no per_row rule (a migration's copy?)")
+        return self._per_row(row)
+
+    def total(self) -> Any:
+        if self._total is None:
+            raise TypeError(f"counter {self.name} has no total rule (a migration's copy?)")
+        return self._total()
+
+
+def _summing(column: str) -> CounterField:
+    """The sum of an audit_log column."""
+    return CounterField(per_row=attrgetter(column), total=lambda: Sum(column))
+
+
+def _counting(condition: Q, test: Callable[[AuditLog], bool]) -> CounterField:
+    """How many audit rows meet ``condition`` (``test`` is the same condition in Python)."""
+    return CounterField(
+        per_row=lambda row: int(test(row)),
+        total=lambda: Sum(Case(When(condition, then=1), default=0)),
+    )
+
 
 class UsageCounters(models.Model):
-    """The additive counters every rollup keeps. ``retries`` sums ``attempts - 1``."""
+    """The additive counters every rollup keeps — the one list of them: ``COUNTER_FIELDS``,
+    ``usage.services.rollup_increments`` and the rebuild's aggregates all come from these
+    fields. ``retries`` sums ``attempts - 1``."""
 
-    requests = models.BigIntegerField(default=0)
-    errors = models.BigIntegerField(default=0)
-    response_cache_hits = models.BigIntegerField(default=0)
-    retries = models.BigIntegerField(default=0)
-    input_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    cache_creation_5m_tokens = models.BigIntegerField(default=0)
-    cache_creation_1h_tokens = models.BigIntegerField(default=0)
-    cache_read_input_tokens = models.BigIntegerField(default=0)
-    cost_pico_usd = models.BigIntegerField(default=0)
-    uncached_cost_pico_usd = models.BigIntegerField(default=0)
-    latency_ms_sum = models.BigIntegerField(default=0)
-    queue_wait_ms_sum = models.BigIntegerField(default=0)
-    price_missing = models.BigIntegerField(default=0)
-
-    COUNTER_FIELDS = (
-        "requests",
-        "errors",
-        "response_cache_hits",
-        "retries",
-        "input_tokens",
-        "output_tokens",
-        "cache_creation_5m_tokens",
-        "cache_creation_1h_tokens",
-        "cache_read_input_tokens",
-        "cost_pico_usd",
-        "uncached_cost_pico_usd",
-        "latency_ms_sum",
-        "queue_wait_ms_sum",
-        "price_missing",
+    requests = CounterField(per_row=lambda row: 1, total=lambda: Count("id"))
+    errors = _counting(Q(outcome=Outcome.FAILED), lambda row: row.outcome == Outcome.FAILED)
+    response_cache_hits = _counting(
+        Q(outcome=Outcome.RESPONSE_CACHE_HIT),
+        lambda row: row.outcome == Outcome.RESPONSE_CACHE_HIT,
     )
+    retries = CounterField(
+        per_row=lambda row: max(row.attempts - 1, 0),
+        total=lambda: Sum(Case(When(attempts__gt=0, then=F("attempts") - 1), default=0)),
+    )
+    input_tokens = _summing("input_tokens")
+    output_tokens = _summing("output_tokens")
+    cache_creation_5m_tokens = _summing("cache_creation_5m_tokens")
+    cache_creation_1h_tokens = _summing("cache_creation_1h_tokens")
+    cache_read_input_tokens = _summing("cache_read_input_tokens")
+    thinking_tokens = _summing("thinking_tokens")
+    web_search_requests = _summing("web_search_requests")
+    cost_pico_usd = _summing("cost_pico_usd")
+    uncached_cost_pico_usd = _summing("uncached_cost_pico_usd")
+    latency_ms_sum = _summing("latency_ms")
+    queue_wait_ms_sum = _summing("queue_wait_ms")
+    price_missing = _counting(Q(price_missing=True), lambda row: row.price_missing)
+
+    COUNTERS: ClassVar[tuple[CounterField, ...]]
+    COUNTER_FIELDS: ClassVar[tuple[str, ...]]
 
     class Meta:
         abstract = True
@@ -225,6 +449,12 @@ class UsageCounters(models.Model):
     @property
     def uncached_cost_usd(self) -> Decimal:
         return pico_to_usd(self.uncached_cost_pico_usd)
+
+
+UsageCounters.COUNTERS = tuple(
+    f for f in UsageCounters._meta.local_fields if isinstance(f, CounterField)
+)
+UsageCounters.COUNTER_FIELDS = tuple(f.name for f in UsageCounters.COUNTERS)
 
 
 class UsageDaily(UsageCounters):

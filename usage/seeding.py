@@ -4,8 +4,9 @@ Realistic enough to make the dashboards and their query plans honest: a few mode
 skewed popularity, users whose activity follows a heavy tail, sessions of a few minutes to a
 few days, cache-heavy users (a big system prompt written once per session, then read), light
 and cache-less users, batch calls, retries, failures and response-cache hits. Costs come from
-the real price table through the integer rate cards, so every seeded row is priced exactly as
-``record_call`` would price it.
+the real price table through the integer rate cards — the right row for each call's day, speed
+and prompt band, with batch and US-only multipliers — and every row carries the rates it was
+billed at, so every seeded row is priced exactly as ``record_call`` would price it.
 
 Rows are bulk-inserted (executemany on SQLite, COPY on PostgreSQL) in session order, then
 ``rollups_rebuild`` builds the rollups from them with GROUP BY, so they are consistent by
@@ -34,6 +35,7 @@ from usage.models import (
     Outcome,
     ServiceTier,
     SessionUsage,
+    Speed,
     UsageDaily,
     UserUsageDaily,
 )
@@ -44,12 +46,29 @@ USERS_PER_ORG = 50
 
 # model -> share of sessions that use it as their main model
 MODEL_MIX = {
-    "claude-sonnet-4-5": 0.50,
-    "claude-haiku-4-5": 0.25,
-    "claude-opus-4-5": 0.15,
-    "claude-opus-4-1": 0.05,
-    "claude-3-5-haiku-latest": 0.05,
+    "claude-sonnet-5-5": 0.35,
+    "claude-haiku-5-5": 0.20,
+    "claude-opus-5-5": 0.12,
+    "claude-sonnet-4-6": 0.10,
+    "claude-haiku-4-5": 0.10,
+    "claude-fable-5-2": 0.05,
+    "claude-opus-4-5": 0.05,
+    "claude-sonnet-4-5": 0.03,
 }
+# A call on a model before its release (the history reaches back 90 days) uses the model it
+# replaced, as a real caller would have.
+FALLBACK = {
+    "claude-sonnet-5-5": "claude-sonnet-5",
+    "claude-haiku-5-5": "claude-haiku-4-5",
+    "claude-opus-5-5": "claude-opus-5",
+    "claude-fable-5-2": "claude-fable-5-1",
+}
+US_INFERENCE_MODELS = frozenset(  # inference_geo is accepted on Claude 4.6 and later
+    ("claude-sonnet-5-5", "claude-haiku-5-5", "claude-opus-5-5", "claude-sonnet-4-6",
+     "claude-fable-5-2", "claude-sonnet-5", "claude-opus-5", "claude-fable-5-1")
+)  # fmt: skip
+FAST_MODELS = frozenset(("claude-opus-5-5", "claude-opus-5"))
+THINKING_MODELS = US_INFERENCE_MODELS - {"claude-sonnet-4-6"}
 CACHE_STYLES = (("heavy", 0.3), ("light", 0.2), ("none", 0.5))
 
 COLUMNS = (
@@ -69,7 +88,12 @@ COLUMNS = (
     "cache_creation_1h_tokens",
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
+    "thinking_tokens",
+    "web_search_requests",
     "service_tier",
+    "speed",
+    "inference_geo",
+    *services.RATE_COLUMNS,
     "cost_pico_usd",
     "uncached_cost_pico_usd",
     "price_missing",
@@ -188,23 +212,72 @@ def _plan_sessions(
     return sessions
 
 
+class _Cards:
+    """Integer rate cards by model, day, tier, geo, speed and band — every price looked up
+    before the insert starts (PostgreSQL's COPY holds the connection: no query may run during
+    it) and each card computed once, so a million rows cost a few dictionary lookups each."""
+
+    def __init__(self, *, start: dt.date, end: dt.date) -> None:
+        self._prices: dict[tuple[str, str, dt.date], tuple[str, pricing.Price | None]] = {}
+        self._cards: dict[tuple[int, str, str, int], pricing.RateCard] = {}
+        models = {*MODEL_MIX, *FALLBACK.values()}
+        day = start
+        while day <= end:
+            for model in models:
+                for speed in pricing.SPEEDS:
+                    self._resolve(model, speed, day)
+            day += dt.timedelta(days=1)
+
+    def _resolve(self, model: str, speed: str, day: dt.date) -> tuple[str, pricing.Price | None]:
+        key = (model, speed, day)
+        found = self._prices.get(key)
+        if found is None:
+            price = services.price_for(model=model, on=day, speed=speed)
+            if price is None and model in FALLBACK:
+                found = self._resolve(FALLBACK[model], speed, day)
+            else:
+                found = (model, price)
+            self._prices[key] = found
+        return found
+
+    def price(self, model: str, speed: str, day: dt.date) -> tuple[str, pricing.Price | None]:
+        """(model actually used, its price): the fallback model before a model's release."""
+        return self._prices[(model, speed, day)]
+
+    def card(self, price: pricing.Price, tier: str, geo: str, prompt: int) -> pricing.RateCard:
+        band = price.band_for(prompt_tokens=prompt)
+        key = (id(price), tier, geo, band.above_prompt_tokens if band else 0)
+        card = self._cards.get(key)
+        if card is None:
+            card = pricing.rate_card(
+                price=price, prompt_tokens=prompt, service_tier=tier, inference_geo=geo
+            )
+            self._cards[key] = card
+        return card
+
+
+_NO_RATES = (0,) * len(services.RATE_COLUMNS)
+
+
 def _rows(
     *,
     rng: random.Random,
     sessions: list[_Session],
-    cards: dict[tuple[str, int], pricing.RateCard | None],
+    cards: _Cards,
     adapt_time: Callable[[dt.datetime], Any],
 ) -> Iterator[tuple[Any, ...]]:
     models = list(MODEL_MIX)
+    standard, fast = Speed.STANDARD.value, Speed.FAST.value
     n = 0
     for s in sessions:
         offsets = sorted(rng.uniform(0, s.duration_s) for _ in range(s.calls))
         for k, offset in enumerate(offsets):
             n += 1
+            moment = s.start + dt.timedelta(seconds=offset)
             model = s.model if rng.random() < 0.9 else rng.choice(models)
-            tier = ServiceTier.BATCH if rng.random() < 0.05 else ServiceTier.STANDARD
+            batch = rng.random() < 0.05
             r = rng.random()
-            when = adapt_time(s.start + dt.timedelta(seconds=offset))
+            when = adapt_time(moment)
             queue_wait = int(rng.expovariate(1 / 400))
             if r < 0.02:
                 status = rng.choice((529, 500, 429))
@@ -212,7 +285,8 @@ def _rows(
                 yield (
                     when, s.user_id, s.org_id, s.session_id, model, "query",
                     Outcome.FAILED.value, 6, status, error[status],
-                    0, 0, 0, 0, 0, 0, ServiceTier.STANDARD.value, 0, 0, False,
+                    0, 0, 0, 0, 0, 0, 0, 0, ServiceTier.STANDARD.value, standard, "",
+                    *_NO_RATES, 0, 0, False,
                     int(rng.uniform(20_000, 90_000)), queue_wait, f"req_seed_{n}",
                 )  # fmt: skip
                 continue
@@ -220,12 +294,22 @@ def _rows(
                 yield (
                     when, s.user_id, s.org_id, s.session_id, model, "query",
                     Outcome.RESPONSE_CACHE_HIT.value, 0, None, "",
-                    0, 0, 0, 0, 0, 0, ServiceTier.STANDARD.value, 0, 0, False,
+                    0, 0, 0, 0, 0, 0, 0, 0, ServiceTier.STANDARD.value, standard, "",
+                    *_NO_RATES, 0, 0, False,
                     int(rng.uniform(1, 8)), queue_wait, "",
                 )  # fmt: skip
                 continue
+            speed = "fast" if not batch and model in FAST_MODELS and rng.random() < 0.05 else ""
+            chosen = model
+            model, price = cards.price(chosen, speed or "standard", moment.date())
+            if price is None and speed:  # no fast mode on that model that day
+                speed = ""
+                model, price = cards.price(chosen, "standard", moment.date())
+            geo = "us" if model in US_INFERENCE_MODELS and rng.random() < 0.05 else ""
             plain = int(rng.lognormvariate(math.log(600), 1.0))
             output = int(rng.lognormvariate(math.log(250), 0.9))
+            thinking = int(output * rng.uniform(0.2, 0.6)) if model in THINKING_MODELS else 0
+            searches = rng.randint(1, 3) if rng.random() < 0.02 else 0
             w5 = w1 = read = 0
             if s.style == "heavy":
                 if k == 0 or rng.random() < 0.08:  # first call, or the cache expired
@@ -238,23 +322,33 @@ def _rows(
             elif s.style == "light" and rng.random() < 0.3:
                 read = s.prefix_tokens // 4
             attempts = 1 if rng.random() < 0.92 else rng.choice((2, 2, 3))
-            card = cards[(model, tier)]
-            if card is None:
+            tier = ServiceTier.BATCH if batch else ServiceTier.STANDARD
+            prompt = plain + w5 + w1 + read
+            if price is None:
+                rates: tuple[int, ...] = _NO_RATES
                 cost = uncached = 0
             else:
+                card = cards.card(price, tier.label, geo, prompt)
+                rates = (
+                    card.input, card.cache_write_5m, card.cache_write_1h, card.cache_read,
+                    card.output, card.web_search, card.band,
+                )  # fmt: skip
                 cost = (
                     plain * card.input
-                    + w5 * card.write_5m
-                    + w1 * card.write_1h
-                    + read * card.read
+                    + w5 * card.cache_write_5m
+                    + w1 * card.cache_write_1h
+                    + read * card.cache_read
                     + output * card.output
+                    + searches * card.web_search
                 )
-                uncached = (plain + w5 + w1 + read) * card.uncached_input + output * card.output
+                uncached = prompt * card.input + output * card.output + searches * card.web_search
             latency = int(250 + output * rng.uniform(8, 20) + (attempts - 1) * 1500)
             yield (
                 when, s.user_id, s.org_id, s.session_id, model, "query",
                 Outcome.SUCCESS.value, attempts, 200, "",
-                plain, output, w5, w1, w5 + w1, read, tier.value, cost, uncached, card is None,
+                plain, output, w5, w1, w5 + w1, read, thinking, searches,
+                tier.value, fast if speed else standard, geo,
+                *rates, cost, uncached, price is None,
                 latency, queue_wait, f"req_seed_{n}",
             )  # fmt: skip
 
@@ -314,7 +408,7 @@ def seed_usage(
     sessions = min(sessions, rows)
     say = progress or (lambda _msg: None)
     rng = random.Random(seed)
-    end = end or timezone.now()
+    end = (end or timezone.now()).astimezone(dt.UTC)  # days below are UTC days, like billing
     start = end - dt.timedelta(days=days)
     if clear:
         say("clearing existing usage rows")
@@ -325,13 +419,7 @@ def seed_usage(
     plan = _plan_sessions(
         rng=rng, people=people, n_sessions=sessions, rows=rows, start=start, end=end
     )
-    cards: dict[tuple[str, int], pricing.RateCard | None] = {}
-    for model in MODEL_MIX:
-        price = services.price_for(model=model, on=end.date())
-        for tier, tier_name in ((ServiceTier.STANDARD, "standard"), (ServiceTier.BATCH, "batch")):
-            cards[(model, tier.value)] = (
-                None if price is None else pricing.rate_card(price=price, service_tier=tier_name)
-            )
+    cards = _Cards(start=start.date(), end=end.date())
     vendor = connection.vendor
     if vendor == "sqlite":
         adapt: Callable[[dt.datetime], Any] = lambda t: str(t.replace(tzinfo=None))  # noqa: E731

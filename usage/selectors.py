@@ -24,6 +24,8 @@ from usage.models import (
     Outcome,
     ServiceTier,
     SessionUsage,
+    Speed,
+    UnpricedModel,
     UsageCounters,
     UsageDaily,
     UserUsageDaily,
@@ -40,7 +42,10 @@ class Totals:
     """Summed counters of some rollup rows, and the figures derived from them.
 
     ``cache_hit_rate`` is cache-read tokens over all input tokens (plain input + cache writes +
-    cache reads); ``saved_usd`` is the uncached cost minus the cost actually billed.
+    cache reads); ``saved_usd`` is the uncached cost minus the cost actually billed. A cost
+    total is never shown without ``unpriced_calls`` beside it: calls on a model with no price
+    are in it at $0. (Fields: the rollup counters, ``UsageCounters.COUNTER_FIELDS``; a test
+    holds the two equal.)
     """
 
     requests: int = 0
@@ -52,11 +57,13 @@ class Totals:
     cache_creation_5m_tokens: int = 0
     cache_creation_1h_tokens: int = 0
     cache_read_input_tokens: int = 0
+    thinking_tokens: int = 0
+    web_search_requests: int = 0
     cost_pico_usd: int = 0
     uncached_cost_pico_usd: int = 0
     latency_ms_sum: int = 0
     queue_wait_ms_sum: int = 0
-    price_missing: int = 0
+    price_missing: int = 0  # calls on a model with no price: in cost_pico_usd at $0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], prefix: str = "") -> Totals:
@@ -117,11 +124,13 @@ class Totals:
             "total_input_tokens": self.total_input_tokens,
             "total_tokens": self.total_tokens,
             "cache_hit_rate": self.cache_hit_rate,
+            "thinking_tokens": self.thinking_tokens,
+            "web_search_requests": self.web_search_requests,
             "cost_usd": pico_to_usd_str(self.cost_pico_usd),
+            "unpriced_calls": self.price_missing,
             "uncached_cost_usd": pico_to_usd_str(self.uncached_cost_pico_usd),
             "saved_usd": pico_to_usd_str(self.uncached_cost_pico_usd - self.cost_pico_usd),
             "avg_latency_ms": self.avg_latency_ms,
-            "price_missing": self.price_missing,
         }
 
 
@@ -312,7 +321,12 @@ class CallRow:
     output_tokens: int
     cache_write_tokens: int
     cache_read_tokens: int
+    thinking_tokens: int
+    web_search_requests: int
     service_tier: str
+    speed: str
+    inference_geo: str
+    price_band: int
     cost_pico_usd: int
     uncached_cost_pico_usd: int
     latency_ms: int
@@ -342,7 +356,12 @@ class CallRow:
             "cache_write_tokens": self.cache_write_tokens,
             "cache_read_tokens": self.cache_read_tokens,
             "cache_hit": self.cache_hit,
+            "thinking_tokens": self.thinking_tokens,
+            "web_search_requests": self.web_search_requests,
             "service_tier": self.service_tier,
+            "speed": self.speed,
+            "inference_geo": self.inference_geo,
+            "price_band": self.price_band,
             "cost_usd": pico_to_usd_str(self.cost_pico_usd),
             "uncached_cost_usd": pico_to_usd_str(self.uncached_cost_pico_usd),
             "latency_ms": self.latency_ms,
@@ -365,7 +384,12 @@ CALL_COLUMNS = (
     "cache_write_tokens",
     "cache_read_tokens",
     "cache_hit",
+    "thinking_tokens",
+    "web_search_requests",
     "service_tier",
+    "speed",
+    "inference_geo",
+    "price_band",
     "cost_usd",
     "uncached_cost_usd",
     "latency_ms",
@@ -377,6 +401,7 @@ CALL_COLUMNS = (
 
 _OUTCOME_NAMES = {o.value: o.name.lower() for o in Outcome}
 _TIER_NAMES = {t.value: t.label for t in ServiceTier}
+_SPEED_NAMES = {s.value: s.label for s in Speed}
 _CALL_COLUMNS = (
     "id",
     "occurred_at",
@@ -389,7 +414,12 @@ _CALL_COLUMNS = (
     "output_tokens",
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
+    "thinking_tokens",
+    "web_search_requests",
     "service_tier",
+    "speed",
+    "inference_geo",
+    "price_band",
     "cost_pico_usd",
     "uncached_cost_pico_usd",
     "latency_ms",
@@ -412,7 +442,12 @@ def _call_row(v: dict[str, Any]) -> CallRow:
         output_tokens=v["output_tokens"],
         cache_write_tokens=v["cache_creation_input_tokens"],
         cache_read_tokens=v["cache_read_input_tokens"],
+        thinking_tokens=v["thinking_tokens"],
+        web_search_requests=v["web_search_requests"],
         service_tier=_TIER_NAMES.get(v["service_tier"], str(v["service_tier"])),
+        speed=_SPEED_NAMES.get(v["speed"], str(v["speed"])),
+        inference_geo=v["inference_geo"],
+        price_band=v["price_band"],
         cost_pico_usd=v["cost_pico_usd"],
         uncached_cost_pico_usd=v["uncached_cost_pico_usd"],
         latency_ms=v["latency_ms"],
@@ -446,23 +481,35 @@ def iter_session_calls(*, user_id: int | None, session_id: str) -> Iterator[Call
         yield _call_row(v)
 
 
+AUDIT_EXTRA_COLUMNS = (
+    "user_id",
+    "organization_id",
+    "session_id",
+    "priority",
+    # what each call was billed at, per token in picodollars (so a bill can be checked)
+    "input_rate_pico_usd",
+    "cache_write_5m_rate_pico_usd",
+    "cache_write_1h_rate_pico_usd",
+    "cache_read_rate_pico_usd",
+    "output_rate_pico_usd",
+    "web_search_rate_pico_usd",
+)
+"""The billing export's columns beyond ``CALL_COLUMNS``."""
+
+
 def iter_audit_rows(*, user_id: int | None, date_range: DateRange) -> Iterator[dict[str, Any]]:
-    """Every audit row in the range (one user's, or everyone's), for the billing export."""
+    """Every audit row in the range (one user's, or everyone's), for the billing export: its
+    counts, cost, and the rates it was billed at."""
     qs = AuditLog.objects.filter(
         occurred_at__gte=date_range.start_datetime(),
         occurred_at__lt=date_range.end_datetime_exclusive(),
     )
     if user_id is not None:
         qs = qs.filter(user_id=user_id)
-    columns = (*_CALL_COLUMNS, "user_id", "organization_id", "session_id", "priority")
+    columns = (*_CALL_COLUMNS, *AUDIT_EXTRA_COLUMNS)
     for v in qs.order_by("occurred_at", "id").values(*columns).iterator(chunk_size=5000):
         call = _call_row(v).as_dict()
-        call.update(
-            user_id=v["user_id"],
-            organization_id=v["organization_id"],
-            session_id=v["session_id"],
-            priority=v["priority"],
-        )
+        call.update((name, v[name]) for name in AUDIT_EXTRA_COLUMNS)
         yield call
 
 
@@ -632,6 +679,33 @@ def spend_since(
     return _totals(
         OrganizationUsageDaily.objects.filter(organization=organization_id, day__gte=since)
     )
+
+
+# --- unpriced models -----------------------------------------------------------------------------
+
+
+@dataclass
+class UnpricedModelRow:
+    model: str
+    speed: str
+    calls: int
+    first_seen_at: dt.datetime
+    last_seen_at: dt.datetime
+
+
+def unpriced_models() -> list[UnpricedModelRow]:
+    """Models (and speeds) with calls recorded without a price, newest first: the staff
+    notice on the usage pages. A handful of rows at most; empty when everything is priced."""
+    return [
+        UnpricedModelRow(
+            model=u.model,
+            speed=_SPEED_NAMES.get(u.speed, str(u.speed)),
+            calls=u.calls,
+            first_seen_at=u.first_seen_at,
+            last_seen_at=u.last_seen_at,
+        )
+        for u in UnpricedModel.objects.order_by("-last_seen_at", "model")[:50]
+    ]
 
 
 # --- /metrics ---------------------------------------------------------------------------------

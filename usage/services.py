@@ -1,10 +1,16 @@
-"""Recording calls: one ``AuditLog`` row plus its rollups, atomically and exactly once.
+"""Recording calls and keeping prices: one ``AuditLog`` row plus its rollups, atomically and
+exactly once; price rows checked, loaded, exported; unpriced calls flagged, alerted, re-priced.
 
 ``record_call`` is the only writer of ``audit_log`` in normal operation (``seed_usage`` bulk
 loads synthetic history). It prices the call from an in-process price book, inserts the audit
-row and adds the same numbers to ``UsageDaily``, ``SessionUsage`` and
-``UserUsageDaily``, ``SessionUsage`` and ``OrganizationUsageDaily`` inside one transaction:
-either all of them change or none do.
+row — with the per-token rates it was billed at — and adds the same numbers to
+``UsageDaily``, ``UserUsageDaily``, ``SessionUsage`` and ``OrganizationUsageDaily`` inside one
+transaction: either all of them change or none do.
+
+A call on a model with no price is never silently free: it is recorded at $0 with
+``price_missing``, its model is noted in ``UnpricedModel`` (staff get one warning and one
+mail per model, and a notice on the usage pages), and adding the price — admin save or
+``prices load`` — re-prices those rows and their rollups once the price has committed.
 """
 
 from __future__ import annotations
@@ -14,25 +20,31 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.mail import mail_admins
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Case, Count, F, Max, Min, Q, Sum, When
-from django.db.models.functions import TruncDate
+from django.db.models import F, Max, Min, Sum
+from django.db.models.functions import Greatest, TruncDate
 from django.utils import timezone
 
-from llm_calls.types import Usage
-from usage import pricing
+from llm_calls import catalog
+from llm_calls.types import CLASSIC_CACHE_RATES, CacheRates, Usage
+from usage import price_sheets, pricing
 from usage.models import (
+    RATE_FIELDS,
     AuditLog,
     ModelPrice,
     OrganizationUsageDaily,
     Outcome,
+    PriceBand,
     ServiceTier,
     SessionUsage,
+    Speed,
+    UnpricedModel,
     UsageCounters,
     UsageDaily,
     UserUsageDaily,
@@ -48,16 +60,20 @@ _TIERS = {
     "batch": ServiceTier.BATCH,
     "priority": ServiceTier.PRIORITY,
 }
+_SPEEDS = {"standard": Speed.STANDARD, "fast": Speed.FAST}
+_SPEED_NAMES: dict[int, str] = {int(value): name for name, value in _SPEEDS.items()}
 
 
-# --- prices ---------------------------------------------------------------------------------
+# --- the price book -------------------------------------------------------------------------
 
 
 @dataclass
 class _PriceBook:
     loaded_at: float
-    # model -> [(effective_from, price)] newest first
-    by_model: dict[str, list[tuple[dt.date, pricing.Price]]] = field(default_factory=dict)
+    # (model, speed) -> [(effective_from, effective_until, price)]
+    periods: dict[tuple[str, int], list[tuple[dt.date, dt.date | None, pricing.Price]]] = field(
+        default_factory=dict
+    )
 
 
 _price_book: _PriceBook | None = None
@@ -65,7 +81,7 @@ _price_lock = threading.Lock()
 
 
 def price_cache_clear(**_signal_kwargs: Any) -> None:
-    """Forget the price book (connected to ModelPrice save/delete, also after commit)."""
+    """Forget the price book (connected to ModelPrice/PriceBand save/delete, also after commit)."""
     global _price_book
     _price_book = None
 
@@ -79,23 +95,28 @@ def price_cache_clear_on_change(**_signal_kwargs: Any) -> None:
 
 def _load_price_book() -> _PriceBook:
     book = _PriceBook(loaded_at=time.monotonic())
-    rows = ModelPrice.objects.order_by("model", "-effective_from").values_list(
-        "model", "effective_from", "input_usd_per_mtok", "output_usd_per_mtok"
-    )
-    for model, effective_from, price_in, price_out in rows:
-        book.by_model.setdefault(model, []).append(
-            (effective_from, pricing.Price(Decimal(price_in), Decimal(price_out)))
+    bands: dict[int, list[PriceBand]] = {}
+    for band in PriceBand.objects.all():
+        bands.setdefault(band.price_id, []).append(band)
+    for row in ModelPrice.objects.all():
+        book.periods.setdefault((row.model, row.speed), []).append(
+            (row.effective_from, row.effective_until, row.to_price(bands.get(row.pk, [])))
         )
     return book
 
 
-def price_for(*, model: str, on: dt.date) -> pricing.Price | None:
-    """The price in force for ``model`` on ``on`` (UTC date), or ``None`` if there is none.
+def price_for(*, model: str, on: dt.date, speed: str = "standard") -> pricing.Price | None:
+    """The price (with its bands) in force for ``model`` at ``speed`` on ``on`` (a UTC date),
+    or ``None`` if there is none — fast mode is priced only by a fast row, never by another.
 
-    Served from an in-process copy of the (small) price table, reloaded after
-    ``PRICE_CACHE_TTL_S`` or when a price is edited in this process.
+    A dated snapshot id (``claude-haiku-4-5-20251001``) is priced as its model. Served from an
+    in-process copy of the (small) price table, reloaded after ``PRICE_CACHE_TTL_S`` or when a
+    price is edited in this process.
     """
     global _price_book
+    speed_value = _SPEEDS.get(speed)
+    if speed_value is None:
+        return None
     book = _price_book
     if book is None or time.monotonic() - book.loaded_at > PRICE_CACHE_TTL_S:
         with _price_lock:
@@ -103,29 +124,216 @@ def price_for(*, model: str, on: dt.date) -> pricing.Price | None:
             if book is None or time.monotonic() - book.loaded_at > PRICE_CACHE_TTL_S:
                 book = _load_price_book()
                 _price_book = book
-    for effective_from, price in book.by_model.get(model, ()):
-        if effective_from <= on:
-            return price
-    return None
+    periods = (
+        book.periods.get((model, speed_value))
+        or book.periods.get((catalog.canonical_id(model), speed_value))
+        or []
+    )
+    return pricing.in_force(periods, on=on)
 
 
-def prices_seed_defaults(*, effective_from: dt.date = dt.date(2026, 1, 1)) -> int:
-    """Make sure the list prices exist (tests, fresh databases after a flush). Returns how many
-    rows were created; existing rows are left as they are."""
-    created = 0
-    for model, (price_in, price_out) in pricing.LIST_PRICES.items():
-        _, was_created = ModelPrice.objects.get_or_create(
-            model=model,
-            effective_from=effective_from,
-            defaults={"input_usd_per_mtok": price_in, "output_usd_per_mtok": price_out},
+def cache_rates(*, model: str, on: dt.date, speed: str = "standard") -> CacheRates:
+    """The model's cache prices relative to its input price, for the cache planner's TTL choice
+    (the classic 1.25 / 2 / 0.1 when the model has no price on file)."""
+    price = price_for(model=model, on=on, speed=speed)
+    if price is None or not price.rates.input:
+        return CLASSIC_CACHE_RATES
+    rates = price.rates
+    return CacheRates(
+        write_5m=float(rates.cache_write_5m / rates.input),
+        write_1h=float(rates.cache_write_1h / rates.input),
+        read=float(rates.cache_read / rates.input),
+    )
+
+
+# --- price rows: checking, loading, exporting -------------------------------------------------
+
+
+def _row_label(row: ModelPrice) -> str:
+    until = f" until {row.effective_until}" if row.effective_until else ""
+    return (
+        f"{row.model} ({_SPEED_NAMES.get(row.speed, row.speed)}) from {row.effective_from}"
+        f"{until} (row #{row.pk})"
+    )
+
+
+def check_price_overlaps(
+    *,
+    candidates: Sequence[tuple[str, str, dt.date, dt.date | None, str]],
+    replacing: Iterable[int] = (),
+) -> str | None:
+    """Why ``candidates`` — ``(model, speed name, effective_from, effective_until, label)`` rows
+    about to be written — cannot join the stored rows (other than the ``replacing`` pks, which
+    they supersede), or ``None``: one model and speed never has two prices on one day."""
+    replaced = set(replacing)
+    candidate_keys = {(model, speed, start) for model, speed, start, _end, _label in candidates}
+    stored = []
+    for row in ModelPrice.objects.filter(model__in={c[0] for c in candidates}):
+        speed = _SPEED_NAMES.get(row.speed, str(row.speed))
+        if row.pk in replaced or (row.model, speed, row.effective_from) in candidate_keys:
+            continue  # superseded by a candidate (an upsert by key, or the row being edited)
+        stored.append((row.model, speed, row.effective_from, row.effective_until, _row_label(row)))
+    clash = pricing.first_overlap([*candidates, *stored])
+    if clash is None:
+        return None
+    return f"{clash[0]} overlaps {clash[1]}: one model and speed has one price per day."
+
+
+def check_model_price(*, row: ModelPrice) -> None:
+    """What the admin checks before saving a price row beyond its fields' own validators:
+    the end after the start, and no overlap with another row of the same model and speed
+    (the error names the other row). Raises ``ValidationError``."""
+    if (
+        row.effective_until is not None
+        and row.effective_from is not None
+        and row.effective_until <= row.effective_from
+    ):
+        raise ValidationError(
+            {"effective_until": f"Must be after effective from ({row.effective_from})."}
         )
-        created += int(was_created)
+    if not row.model or row.effective_from is None:
+        return
+    label = "this price"
+    speed = _SPEED_NAMES.get(row.speed, str(row.speed))
+    problem = check_price_overlaps(
+        candidates=[(row.model, speed, row.effective_from, row.effective_until, label)],
+        replacing=[row.pk] if row.pk else [],
+    )
+    if problem is not None:
+        raise ValidationError(problem)
+
+
+def _sheet_row(row: ModelPrice, bands: Sequence[PriceBand]) -> price_sheets.SheetRow:
+    price = row.to_price(list(bands))
+    return price_sheets.SheetRow(
+        model=row.model,
+        speed=_SPEED_NAMES.get(row.speed, "standard"),
+        effective_from=row.effective_from,
+        effective_until=row.effective_until,
+        rates=price.rates,
+        web_search_usd_per_1k=price.web_search_usd_per_1k,
+        note=row.note,
+        bands=price.bands,
+    )
+
+
+def price_rows() -> list[price_sheets.SheetRow]:
+    """Every stored price row with its bands, as sheet rows."""
+    bands: dict[int, list[PriceBand]] = {}
+    for band in PriceBand.objects.all():
+        bands.setdefault(band.price_id, []).append(band)
+    return price_sheets.sort_rows(
+        _sheet_row(row, bands.get(row.pk, [])) for row in ModelPrice.objects.all()
+    )
+
+
+def prices_export() -> str:
+    """Every price row with its bands, as a sheet (``prices load`` reads it back)."""
+    return price_sheets.dumps(
+        price_rows(),
+        sheet=f"export {timezone.now():%Y-%m-%d %H:%M} UTC",
+        description="Every ModelPrice row with its bands, exported by `manage.py prices export`.",
+    )
+
+
+def _model_price_values(row: price_sheets.SheetRow) -> dict[str, Any]:
+    return {
+        **dict(zip(RATE_FIELDS, row.rates.as_tuple(), strict=True)),
+        "effective_until": row.effective_until,
+        "web_search_usd_per_1k": row.web_search_usd_per_1k,
+        "note": row.note,
+    }
+
+
+def _write_bands(price: ModelPrice, bands: Sequence[pricing.Band]) -> None:
+    price.bands.all().delete()
+    PriceBand.objects.bulk_create(
+        PriceBand(
+            price=price,
+            above_prompt_tokens=band.above_prompt_tokens,
+            **dict(zip(RATE_FIELDS, band.rates.as_tuple(), strict=True)),
+        )
+        for band in bands
+    )
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    rows: int
+    created: int
+    updated: int
+    bands: int
+    repriced: RepriceResult | None  # None: re-pricing runs when the caller's transaction commits
+
+    def summary(self, *, source: str) -> str:
+        line = (
+            f"loaded {self.rows} price row(s) from {source}: {self.created} created, "
+            f"{self.updated} updated, {self.bands} band(s)"
+        )
+        if self.repriced is not None:
+            line += (
+                f"; re-priced {self.repriced.repriced} unpriced call(s), "
+                f"{self.repriced.still_missing} still unpriced"
+            )
+        return line
+
+
+def prices_load(*, rows: Sequence[price_sheets.SheetRow]) -> LoadResult:
+    """Upsert price rows by (model, speed, effective_from), bands replaced, atomically —
+    after checking them all against each other and against the stored rows, so a bad file
+    writes nothing — then re-price the calls recorded without a price."""
+    candidates = [(r.model, r.speed, r.effective_from, r.effective_until, r.label) for r in rows]
+    created = updated = n_bands = 0
+    with transaction.atomic():
+        problem = check_price_overlaps(candidates=candidates)
+        if problem is not None:
+            raise price_sheets.SheetError(problem)
+        for row in rows:
+            price, was_created = ModelPrice.objects.update_or_create(
+                model=row.model,
+                speed=_SPEEDS[row.speed],
+                effective_from=row.effective_from,
+                defaults=_model_price_values(row),
+            )
+            _write_bands(price, row.bands)
+            created += int(was_created)
+            updated += int(not was_created)
+            n_bands += len(row.bands)
+    price_cache_clear()
+    return LoadResult(
+        rows=len(rows),
+        created=created,
+        updated=updated,
+        bands=n_bands,
+        repriced=reprice_after_commit(),
+    )
+
+
+def prices_seed_defaults() -> int:
+    """Make sure the shipped sheet's prices exist (tests, fresh databases after a flush).
+    Returns how many rows were created; existing rows are left as they are."""
+    created = 0
+    with transaction.atomic():
+        for row in price_sheets.shipped_rows():
+            price, was_created = ModelPrice.objects.get_or_create(
+                model=row.model,
+                speed=_SPEEDS[row.speed],
+                effective_from=row.effective_from,
+                defaults=_model_price_values(row),
+            )
+            if was_created:
+                _write_bands(price, row.bands)
+                created += 1
     if created:
         price_cache_clear()
     return created
 
 
-# --- recording ------------------------------------------------------------------------------
+# --- pricing one call -------------------------------------------------------------------------
+
+NO_RATES = pricing.RateCard(
+    input=0, cache_write_5m=0, cache_write_1h=0, cache_read=0, output=0, web_search=0
+)
 
 
 @dataclass(frozen=True)
@@ -134,42 +342,128 @@ class PricedCall:
     uncached_cost_pico_usd: int
     price_missing: bool
     service_tier: ServiceTier
+    speed: Speed = Speed.STANDARD
+    rates: pricing.RateCard = NO_RATES  # what it was billed at (zeros when not priced)
+    no_price_row: bool = False  # missing because the model has no price row (not a bad field)
 
 
 def call_price(*, model: str, usage: Usage | None, on: dt.date) -> PricedCall:
-    """Cost of one call at the price in force on ``on``. A model with no price (or a tier we
-    cannot price) costs 0 with ``price_missing`` set, so the record is kept and can be
-    re-priced once the price is known."""
+    """Cost of one call at the price in force on ``on`` for its model and speed.
+
+    A call that cannot be priced — no price row, or a tier, speed or inference geo we have no
+    rule for — costs 0 with ``price_missing`` set, so the record is kept and can be re-priced
+    once the price is known; it is never billed at a guess.
+    """
     if usage is None:
         return PricedCall(0, 0, False, ServiceTier.STANDARD)
     pricing.validate_usage(usage=usage)
-    tier = _TIERS.get(usage.service_tier)
-    if tier is None:
-        logger.warning(
-            "usage: unknown service tier %r for %s; recorded with cost 0 and price_missing",
-            usage.service_tier,
-            model,
-        )
-        return PricedCall(0, 0, True, ServiceTier.STANDARD)
-    no_tokens = usage.total_input_tokens == 0 and usage.output_tokens == 0
-    price = price_for(model=model, on=on)
+    tier = _TIERS.get(usage.service_tier, ServiceTier.UNKNOWN)
+    speed = _SPEEDS.get(usage.speed, Speed.UNKNOWN)
+    problem = ""
+    if tier == ServiceTier.UNKNOWN:
+        problem = f"unknown service tier {usage.service_tier!r}"
+    elif speed == Speed.UNKNOWN:
+        problem = f"unknown speed {usage.speed!r}"
+    elif usage.inference_geo not in pricing.INFERENCE_GEOS:
+        problem = f"unknown inference_geo {usage.inference_geo!r}"
+    if problem:
+        logger.warning("usage: %s for %s; recorded with cost 0 and price_missing", problem, model)
+        return PricedCall(0, 0, True, tier, speed)
+    price = price_for(model=model, on=on, speed=usage.speed)
     if price is None:
-        if no_tokens:
-            return PricedCall(0, 0, False, tier)
-        logger.warning(
-            "usage: no price for model %r on %s; recorded with cost 0 and price_missing",
-            model,
-            on,
-        )
-        return PricedCall(0, 0, True, tier)
+        if (
+            usage.total_input_tokens == 0
+            and usage.output_tokens == 0
+            and not (usage.web_search_requests)
+        ):
+            return PricedCall(0, 0, False, tier, speed)
+        return PricedCall(0, 0, True, tier, speed, no_price_row=True)
+    card = pricing.usage_rate_card(usage=usage, price=price)
     return PricedCall(
-        cost_pico_usd=pricing.usd_to_pico(pricing.call_cost_usd(usage=usage, price=price)),
-        uncached_cost_pico_usd=pricing.usd_to_pico(
-            pricing.uncached_cost_usd(usage=usage, price=price)
-        ),
+        cost_pico_usd=card.cost_pico(usage=usage),
+        uncached_cost_pico_usd=card.uncached_cost_pico(usage=usage),
         price_missing=False,
         service_tier=tier,
+        speed=speed,
+        rates=card,
     )
+
+
+def _rate_columns(card: pricing.RateCard) -> dict[str, int]:
+    return {
+        "input_rate_pico_usd": card.input,
+        "cache_write_5m_rate_pico_usd": card.cache_write_5m,
+        "cache_write_1h_rate_pico_usd": card.cache_write_1h,
+        "cache_read_rate_pico_usd": card.cache_read,
+        "output_rate_pico_usd": card.output,
+        "web_search_rate_pico_usd": card.web_search,
+        "price_band": card.band,
+    }
+
+
+RATE_COLUMNS = tuple(_rate_columns(NO_RATES))
+"""The audit_log columns that record what a row was billed at."""
+
+
+def audit_usage(*, row: AuditLog) -> Usage:
+    """The usage an audit row records (to price it again)."""
+    return Usage(
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        cache_creation_input_tokens=row.cache_creation_input_tokens,
+        cache_read_input_tokens=row.cache_read_input_tokens,
+        cache_creation_5m=row.cache_creation_5m_tokens,
+        cache_creation_1h=row.cache_creation_1h_tokens,
+        service_tier=ServiceTier(row.service_tier).label,
+        thinking_tokens=row.thinking_tokens,
+        web_search_requests=row.web_search_requests,
+        inference_geo=row.inference_geo,
+        speed=Speed(row.speed).label,
+    )
+
+
+# --- unpriced models ----------------------------------------------------------------------------
+
+
+def _note_unpriced(*, model: str, speed: Speed, at: dt.datetime, on: dt.date) -> None:
+    """Count a call recorded without a price. The first one of a model (and speed) creates its
+    ``UnpricedModel`` row — exactly one creator even under concurrent writers, by the unique
+    constraint — and that writer alone warns and mails the admins, once the call commits."""
+    bump = {"calls": F("calls") + 1, "last_seen_at": Greatest(F("last_seen_at"), at)}
+    if UnpricedModel.objects.filter(model=model, speed=speed).update(**bump):
+        logger.info("usage: another call on unpriced model %r (%s)", model, speed.label)
+        return
+    try:
+        with transaction.atomic():
+            UnpricedModel.objects.create(
+                model=model, speed=speed, first_seen_at=at, last_seen_at=at, calls=1
+            )
+    except IntegrityError:
+        UnpricedModel.objects.filter(model=model, speed=speed).update(**bump)
+        return
+    logger.warning(
+        "usage: no price for model %r (speed %s) on %s; its calls are recorded with cost 0 and "
+        "price_missing until a price is added (admin, or manage.py prices load)",
+        model,
+        speed.label,
+        on,
+    )
+    transaction.on_commit(functools.partial(_mail_unpriced, model=model, speed=speed.label, on=on))
+
+
+def _mail_unpriced(*, model: str, speed: str, on: dt.date) -> None:
+    mail_admins(
+        f"Unpriced Claude model: {model} ({speed})",
+        f"A call on {model} (speed {speed}) on {on} was recorded with no price on file: it is "
+        "billed at $0 and flagged price_missing, and so is every further call until a price "
+        "exists.\n\nAdd the price in the admin (Usage and billing > Model prices) or with "
+        "`manage.py prices load FILE`; the recorded calls and their rollups are re-priced "
+        "automatically when you do.",
+        fail_silently=True,
+    )
+
+
+# --- recording ------------------------------------------------------------------------------
 
 
 def _coerce_outcome(outcome: Outcome | int | str) -> Outcome:
@@ -271,6 +565,7 @@ def record_call(
 
     priced = call_price(model=model, usage=usage, on=day)
     tokens = usage or Usage()
+    inference_geo = _check_text("usage.inference_geo", tokens.inference_geo, 32)
     writes = pricing.cache_writes(usage=tokens)
     row = AuditLog(
         occurred_at=occurred_at,
@@ -290,7 +585,12 @@ def record_call(
         cache_creation_1h_tokens=writes.one_hour,
         cache_creation_input_tokens=writes.five_minute + writes.one_hour,
         cache_read_input_tokens=tokens.cache_read_input_tokens,
+        thinking_tokens=tokens.thinking_tokens,
+        web_search_requests=tokens.web_search_requests,
         service_tier=priced.service_tier,
+        speed=priced.speed,
+        inference_geo=inference_geo,
+        **_rate_columns(priced.rates),
         cost_pico_usd=priced.cost_pico_usd,
         uncached_cost_pico_usd=priced.uncached_cost_pico_usd,
         price_missing=priced.price_missing,
@@ -303,6 +603,8 @@ def record_call(
         with transaction.atomic():
             row.save(force_insert=True)
             _add_to_rollups(row=row, day=day)
+            if priced.no_price_row:
+                _note_unpriced(model=model, speed=priced.speed, at=occurred_at, on=day)
     except IntegrityError:
         if client_request_id is not None:
             existing = AuditLog.objects.filter(client_request_id=client_request_id).first()
@@ -350,24 +652,8 @@ def record_response_cache_hit(
 
 
 def rollup_increments(*, row: AuditLog) -> dict[str, int]:
-    """What one audit row adds to every rollup it belongs to (also used by seed_usage's
-    consistency check)."""
-    return {
-        "requests": 1,
-        "errors": int(row.outcome == Outcome.FAILED),
-        "response_cache_hits": int(row.outcome == Outcome.RESPONSE_CACHE_HIT),
-        "retries": max(row.attempts - 1, 0),
-        "input_tokens": row.input_tokens,
-        "output_tokens": row.output_tokens,
-        "cache_creation_5m_tokens": row.cache_creation_5m_tokens,
-        "cache_creation_1h_tokens": row.cache_creation_1h_tokens,
-        "cache_read_input_tokens": row.cache_read_input_tokens,
-        "cost_pico_usd": row.cost_pico_usd,
-        "uncached_cost_pico_usd": row.uncached_cost_pico_usd,
-        "latency_ms_sum": row.latency_ms,
-        "queue_wait_ms_sum": row.queue_wait_ms,
-        "price_missing": int(row.price_missing),
-    }
+    """What one audit row adds to every rollup it belongs to (the counters' own ``per_row``)."""
+    return {counter.name: counter.per_row(row) for counter in UsageCounters.COUNTERS}
 
 
 @functools.cache
@@ -512,7 +798,8 @@ def reprice_missing_calls(*, batch_size: int = 500) -> RepriceResult:
     """Price the calls recorded with ``price_missing`` (no price on file then) now that a price
     exists, and move the rollups by the same amounts. Each row is re-priced in its own
     transaction with its rollup corrections, under a row lock, so running this twice (or
-    concurrently) never adds a cost twice. Rows still without a price are left flagged."""
+    concurrently) never adds a cost twice. Rows still without a price are left flagged; an
+    ``UnpricedModel`` with no flagged call left is deleted (its staff notice goes away)."""
     repriced = 0
     last_id = 0
     while True:
@@ -526,9 +813,27 @@ def reprice_missing_calls(*, batch_size: int = 500) -> RepriceResult:
         last_id = ids[-1]
         for pk in ids:
             repriced += _reprice_one(pk=pk)
+    for unpriced in UnpricedModel.objects.all():
+        still = AuditLog.objects.filter(
+            price_missing=True, model=unpriced.model, speed=unpriced.speed
+        ).exists()
+        if not still:
+            unpriced.delete()
     return RepriceResult(
         repriced=repriced, still_missing=AuditLog.objects.filter(price_missing=True).count()
     )
+
+
+def reprice_after_commit() -> RepriceResult | None:
+    """Re-price unpriced calls once the price just written is committed: now, when no
+    transaction is open (and say how it went), else when the caller's transaction commits —
+    a re-pricing that ran before the commit would not see the new price from another
+    connection, and one that ran inside a transaction later rolled back would bill at a
+    price that never existed."""
+    if connection.in_atomic_block:
+        transaction.on_commit(reprice_missing_calls)
+        return None
+    return reprice_missing_calls()
 
 
 def _reprice_one(*, pk: int) -> int:
@@ -536,17 +841,8 @@ def _reprice_one(*, pk: int) -> int:
         row = AuditLog.objects.select_for_update().filter(pk=pk, price_missing=True).first()
         if row is None:
             return 0
-        usage = Usage(
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            cache_creation_input_tokens=row.cache_creation_input_tokens,
-            cache_read_input_tokens=row.cache_read_input_tokens,
-            cache_creation_5m=row.cache_creation_5m_tokens,
-            cache_creation_1h=row.cache_creation_1h_tokens,
-            service_tier=ServiceTier(row.service_tier).label,
-        )
         day = row.occurred_at.astimezone(dt.UTC).date()
-        priced = call_price(model=row.model, usage=usage, on=day)
+        priced = call_price(model=row.model, usage=audit_usage(row=row), on=day)
         if priced.price_missing:
             return 0
         delta = {
@@ -557,7 +853,16 @@ def _reprice_one(*, pk: int) -> int:
         row.cost_pico_usd = priced.cost_pico_usd
         row.uncached_cost_pico_usd = priced.uncached_cost_pico_usd
         row.price_missing = False
-        row.save(update_fields=["cost_pico_usd", "uncached_cost_pico_usd", "price_missing"])
+        for column, value in _rate_columns(priced.rates).items():
+            setattr(row, column, value)
+        row.save(
+            update_fields=[
+                "cost_pico_usd",
+                "uncached_cost_pico_usd",
+                "price_missing",
+                *RATE_COLUMNS,
+            ]
+        )
         _adjust_rollups(row=row, day=day, delta=delta)
         return 1
 
@@ -574,23 +879,7 @@ def _adjust_rollups(*, row: AuditLog, day: dt.date, delta: dict[str, int]) -> No
 def _audit_sums(prefix: str) -> dict[str, Any]:
     """SQL aggregates over audit_log that produce each rollup counter (named ``prefix`` + the
     counter, since an annotation may not reuse a model field's name)."""
-    one_if = lambda condition: Sum(Case(When(condition, then=1), default=0))  # noqa: E731
-    return {
-        prefix + "requests": Count("id"),
-        prefix + "errors": one_if(Q(outcome=Outcome.FAILED)),
-        prefix + "response_cache_hits": one_if(Q(outcome=Outcome.RESPONSE_CACHE_HIT)),
-        prefix + "retries": Sum(Case(When(attempts__gt=0, then=F("attempts") - 1), default=0)),
-        prefix + "input_tokens": Sum("input_tokens"),
-        prefix + "output_tokens": Sum("output_tokens"),
-        prefix + "cache_creation_5m_tokens": Sum("cache_creation_5m_tokens"),
-        prefix + "cache_creation_1h_tokens": Sum("cache_creation_1h_tokens"),
-        prefix + "cache_read_input_tokens": Sum("cache_read_input_tokens"),
-        prefix + "cost_pico_usd": Sum("cost_pico_usd"),
-        prefix + "uncached_cost_pico_usd": Sum("uncached_cost_pico_usd"),
-        prefix + "latency_ms_sum": Sum("latency_ms"),
-        prefix + "queue_wait_ms_sum": Sum("queue_wait_ms"),
-        prefix + "price_missing": one_if(Q(price_missing=True)),
-    }
+    return {prefix + counter.name: counter.total() for counter in UsageCounters.COUNTERS}
 
 
 def _counters(row: Mapping[str, Any], prefix: str) -> dict[str, int]:

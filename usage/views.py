@@ -115,6 +115,14 @@ def _bad_filter_json(error: FilterError) -> JsonResponse:
     return JsonResponse({"error": str(error)}, status=400)
 
 
+def _page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
+    """Render a usage page; staff also see which models have calls recorded without a price
+    (until those are priced), wherever they look at costs."""
+    if request.user.is_staff:
+        context = {**context, "unpriced_models": selectors.unpriced_models()}
+    return render(request, template, context)
+
+
 def _range_dict(date_range: DateRange) -> dict[str, Any]:
     return {
         "start": date_range.start.isoformat(),
@@ -136,7 +144,7 @@ def _dashboard(request: HttpRequest, subject_id: int) -> HttpResponse:
     totals = selectors.usage_summary(user_id=subject_id, date_range=date_range)
     sessions = selectors.sessions_for_user(user_id=subject_id, date_range=date_range, page=page)
     user_q = "" if subject_id == request.user.pk else f"&user={subject_id}"
-    return render(
+    return _page(
         request,
         "usage/dashboard.html",
         {
@@ -186,7 +194,7 @@ def _session_page(request: HttpRequest, owner_id: int | None, session_id: str) -
     calls_total = session.totals.requests
     owner = get_user_model()._default_manager.filter(pk=owner_id).first() if owner_id else None
     user_q = "" if owner_id == request.user.pk else f"?user={owner_id if owner_id else ALL}"
-    return render(
+    return _page(
         request,
         "usage/session.html",
         {
@@ -243,7 +251,7 @@ def users_list(request: HttpRequest) -> HttpResponse:
     except FilterError as error:
         return _bad_filter_page(request, error)
     users = selectors.users_page(date_range=date_range, sort=sort, descending=descending, page=page)
-    return render(
+    return _page(
         request,
         "usage/users.html",
         {
@@ -270,7 +278,7 @@ def orgs_list(request: HttpRequest) -> HttpResponse:
     except FilterError as error:
         return _bad_filter_page(request, error)
     orgs = selectors.orgs_usage(date_range=date_range)
-    return render(
+    return _page(
         request,
         "usage/orgs.html",
         {
@@ -302,7 +310,7 @@ def uncached_prefixes(request: HttpRequest) -> HttpResponse:
                 "last_seen": dt.datetime.fromtimestamp(prefix.last_seen, dt.UTC),
             }
         )
-    return render(request, "usage/uncached_prefixes.html", {"rows": rows})
+    return _page(request, "usage/uncached_prefixes.html", {"rows": rows})
 
 
 @login_required
@@ -321,7 +329,7 @@ def caching(request: HttpRequest) -> HttpResponse:
             for u in selectors.users_page(date_range=date_range, sort="saved", per_page=20).items
         ]
     user_q = "" if subject_id == request.user.pk else f"&user={subject_id or ALL}"
-    return render(
+    return _page(
         request,
         "usage/caching.html",
         {
@@ -503,7 +511,7 @@ def orgs_json(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse({"range": _range_dict(date_range), "organizations": orgs})
 
 
-AUDIT_COLUMNS = (*CALL_COLUMNS, "user_id", "organization_id", "session_id", "priority")
+AUDIT_COLUMNS = (*CALL_COLUMNS, *selectors.AUDIT_EXTRA_COLUMNS)
 
 
 @login_required

@@ -9,7 +9,8 @@ from usage import services
 
 @pytest.fixture(autouse=True)
 def _list_prices(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every usage test starts from the migration's list prices and an empty price cache.
+    """Every usage test starts from the shipped price sheet (usage/price_sheets) and an empty
+    price cache.
 
     Transactional tests elsewhere flush the database (prices included), and a price edited in
     one test must not linger in the in-process cache for the next.

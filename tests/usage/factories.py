@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -11,7 +12,7 @@ from django.contrib.auth.models import User
 from llm_calls.types import Usage
 from queueing.models import Membership, Organization
 from usage import services
-from usage.models import AuditLog, Outcome
+from usage.models import AuditLog, ModelPrice, Outcome, PriceBand, Speed
 
 _seq = itertools.count(1)
 
@@ -73,3 +74,51 @@ def record(
     }
     kwargs.update(overrides)
     return services.record_call(**kwargs)
+
+
+def make_price(
+    model: str,
+    effective_from: str,
+    input_usd: str,
+    output_usd: str,
+    *,
+    cache_write_5m: str | None = None,
+    cache_write_1h: str | None = None,
+    cache_read: str | None = None,
+    speed: Speed = Speed.STANDARD,
+    effective_until: str | None = None,
+    bands: tuple[tuple[int, str, str, str, str, str], ...] = (),
+) -> ModelPrice:
+    """A price row; cache rates, when not given, at the classic 1.25x / 2x / 0.1x of input
+    (written out here, in the test, never inferred by the code under test)."""
+    price_in = Decimal(input_usd)
+    row = ModelPrice.objects.create(
+        model=model,
+        speed=speed,
+        effective_from=dt.date.fromisoformat(effective_from),
+        effective_until=dt.date.fromisoformat(effective_until) if effective_until else None,
+        input_usd_per_mtok=price_in,
+        cache_write_5m_usd_per_mtok=Decimal(cache_write_5m or price_in * Decimal("1.25")),
+        cache_write_1h_usd_per_mtok=Decimal(cache_write_1h or price_in * 2),
+        cache_read_usd_per_mtok=Decimal(cache_read or price_in * Decimal("0.1")),
+        output_usd_per_mtok=Decimal(output_usd),
+    )
+    for threshold, *rates in bands:
+        PriceBand.objects.create(
+            price=row,
+            above_prompt_tokens=threshold,
+            **dict(
+                zip(
+                    (
+                        "input_usd_per_mtok",
+                        "cache_write_5m_usd_per_mtok",
+                        "cache_write_1h_usd_per_mtok",
+                        "cache_read_usd_per_mtok",
+                        "output_usd_per_mtok",
+                    ),
+                    map(Decimal, rates),
+                    strict=True,
+                )
+            ),
+        )
+    return row

@@ -104,19 +104,19 @@ def test_seed_usage_writes_consistent_realistic_history(capsys) -> None:
     row = AuditLog.objects.filter(outcome=Outcome.SUCCESS, cache_read_input_tokens__gt=0).first()
     assert row is not None
     again = services.call_price(
-        model=row.model,
-        usage=Usage(
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            cache_creation_input_tokens=row.cache_creation_input_tokens,
-            cache_read_input_tokens=row.cache_read_input_tokens,
-            cache_creation_5m=row.cache_creation_5m_tokens,
-            cache_creation_1h=row.cache_creation_1h_tokens,
-            service_tier=row.get_service_tier_display(),
-        ),
-        on=row.occurred_at.date(),
+        model=row.model, usage=services.audit_usage(row=row), on=row.occurred_at.date()
     )
     assert again.cost_pico_usd == row.cost_pico_usd
+    # and every seeded row recomputes from the rates it carries
+    for seeded in AuditLog.objects.all():
+        assert seeded.recomputed_costs_pico_usd() == (
+            seeded.cost_pico_usd,
+            seeded.uncached_cost_pico_usd,
+        ), seeded.pk
+    # the history has the 2026 features in it: US-only, fast, web search, the 5.x models
+    assert AuditLog.objects.filter(inference_geo="us").exists()
+    assert AuditLog.objects.filter(web_search_requests__gt=0).exists()
+    assert AuditLog.objects.filter(model="claude-sonnet-5-5").exists()
 
     # --clear starts over; a second seed without it adds to the history
     call_command("seed_usage", rows=500, users=20, sessions=10, days=10, clear=True)

@@ -9,6 +9,7 @@ from html import unescape
 import pytest
 from django.test import Client
 
+from llm_calls.types import Usage
 from tests.usage.factories import at, make_user, record
 from tests.usage.world import RANGE, World, build_world
 from usage import selectors
@@ -304,3 +305,52 @@ def test_default_range_is_the_last_30_days() -> None:
     assert body["range"]["days"] == 30
     assert body["totals"]["requests"] == 1
     assert client_for(user).get("/usage/?days=7").status_code == 200
+
+
+def test_unpriced_calls_are_shown_beside_every_cost_total(world: World) -> None:
+    record(
+        user=world.alice,
+        session_id="s-a",
+        model="claude-next-6",
+        occurred_at=at("2026-03-02", 16),
+        usage=Usage(input_tokens=500, output_tokens=50),
+    )
+    alice = client_for(world.alice)
+    html = alice.get(f"/usage/?{RANGE}").content.decode()
+    assert stat(html, "cost_usd") == "$0.0206"  # the unpriced call is in it at $0 ...
+    assert "+ 1 unpriced call<" in html  # ... and said so, beside it
+    assert 'data-model="claude-next-6"' in html
+    assert 'id="unpriced-models"' not in html  # the staff notice is for staff
+    totals = alice.get(f"/usage/api/summary.json?{RANGE}").json()["totals"]
+    assert (totals["cost_usd"], totals["unpriced_calls"]) == ("0.02056", 1)
+    daily = csv_rows(alice.get(f"/usage/api/daily.json?{RANGE}&format=csv"))
+    assert [r["unpriced_calls"] for r in daily] == ["0", "1", "0"]
+    session = alice.get("/usage/sessions/s-a/").content.decode()
+    assert "+ 1 unpriced call<" in session and ">unpriced</span>" in session
+    audit = csv_rows(alice.get(f"/usage/export/audit.csv?{RANGE}"))
+    assert {r["price_missing"] for r in audit if r["model"] == "claude-next-6"} == {"True"}
+
+    staff = client_for(world.staff)
+    for url in (
+        f"/usage/users/?{RANGE}",
+        f"/usage/orgs/?{RANGE}",
+        f"/usage/caching/?{RANGE}&user=all",
+        f"/usage/users/{world.alice.pk}/?{RANGE}",
+    ):
+        page = staff.get(url).content.decode()
+        assert 'data-unpriced-model="claude-next-6"' in page, url
+        assert "+ 1 unpriced call<" in page, url
+    users = csv_rows(staff.get(f"/usage/api/users.json?{RANGE}&format=csv"))
+    assert {r["username"]: r["unpriced_calls"] for r in users} == {"alice": "1", "bob": "0"}
+
+
+def test_the_audit_export_carries_the_rates_each_call_was_billed_at(world: World) -> None:
+    audit = csv_rows(client_for(world.alice).get(f"/usage/export/audit.csv?{RANGE}"))
+    cached = next(r for r in audit if r["cache_read_tokens"] == "9000")
+    # sonnet 4.5: $3 input = 3,000,000 picodollars a token, cache read $0.30 = 300,000
+    assert (cached["input_rate_pico_usd"], cached["cache_read_rate_pico_usd"]) == (
+        "3000000",
+        "300000",
+    )
+    # 100*3,000,000 + 9000*300,000 + 100*15,000,000 = 4.5e9 picodollars = $0.0045
+    assert cached["cost_usd"] == "0.0045"
