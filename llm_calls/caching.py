@@ -24,8 +24,10 @@ Where (``plan_cache``)
     the same written tokens however many marks split them; they only add entries to match.
 
 Which TTL (``choose_ttl``)
-    Prices per prefix token, in units of the model's input price: no cache 1, 5-minute write
-    1.25, 1-hour write 2, read 0.1 (ANTHROPIC_API.md). A 5-minute entry expires when the next use
+    Prices per prefix token, in units of the model's input price (``CacheRates``: the caller
+    passes the model's own, from its price row): no cache 1, 5-minute write 1.25, 1-hour write 2,
+    read 0.1 on most models — but 0.05 on Sonnet 5.5 and Opus 5.5 and 0.025 on Fable 5.1/5.2,
+    which makes caching pay sooner there. The figures below use 1.25 / 2 / 0.1. A 5-minute entry expires when the next use
     comes more than 5 minutes later, so every use after such a gap pays a new 1.25 write; a 1-hour
     entry pays 2 and then reads at 0.1 while uses come within the hour. With ``r`` the expected
     reuses of the prefix in the next hour and ``Δ`` the interval between uses, the expected cost of
@@ -78,8 +80,15 @@ import redis
 from django.conf import settings
 
 from llm_calls import catalog
-from llm_calls.tokens import MESSAGE_OVERHEAD_TOKENS, block_tokens, text_tokens
-from llm_calls.validation import MAX_BREAKPOINTS, InvalidRequest
+from llm_calls.tokens import MESSAGE_OVERHEAD_TOKENS, block_tokens, chars_per_token_for, text_tokens
+from llm_calls.types import CLASSIC_CACHE_RATES, CacheRates
+from llm_calls.validation import (
+    MAX_BREAKPOINTS,
+    InvalidRequest,
+    block_ttl,
+    cache_control_ttl,
+    counted_breakpoints,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +96,6 @@ TTL_5M = "5m"
 TTL_1H = "1h"
 TTL_SECONDS = {TTL_5M: 300.0, TTL_1H: 3600.0}
 
-# Price multipliers on the input price (ANTHROPIC_API.md, "Prompt caching").
-WRITE_5M_MULTIPLIER = 1.25
-WRITE_1H_MULTIPLIER = 2.0
-READ_MULTIPLIER = 0.1
 HORIZON_S = 3600.0
 
 # Assumed interval between uses of a never-seen template prefix (see the module docstring).
@@ -142,7 +147,13 @@ class Reuse:
         return cls(reuses_per_hour=0.0, interval_s=math.inf, evidence=EVIDENCE_NONE)
 
 
-def hourly_cost(*, ttl: str | None, reuses_per_hour: float, interval_s: float) -> float:
+def hourly_cost(
+    *,
+    ttl: str | None,
+    reuses_per_hour: float,
+    interval_s: float,
+    rates: CacheRates = CLASSIC_CACHE_RATES,
+) -> float:
     """Expected cost of one prefix token over the next hour, in units of the input price.
 
     ``ttl`` None means "not cached". See the module docstring for the formula.
@@ -150,18 +161,17 @@ def hourly_cost(*, ttl: str | None, reuses_per_hour: float, interval_s: float) -
     r = max(0.0, reuses_per_hour)
     if ttl is None:
         return 1.0 + r
-    if ttl == TTL_5M:
-        if interval_s <= TTL_SECONDS[TTL_5M]:
-            return WRITE_5M_MULTIPLIER + READ_MULTIPLIER * r
-        return WRITE_5M_MULTIPLIER * (1.0 + r)
-    if ttl == TTL_1H:
-        if interval_s <= TTL_SECONDS[TTL_1H]:
-            return WRITE_1H_MULTIPLIER + READ_MULTIPLIER * r
-        return WRITE_1H_MULTIPLIER * (1.0 + r)
-    raise ValueError(f"ttl must be None, {TTL_5M!r} or {TTL_1H!r}, got {ttl!r}")
+    if ttl not in TTL_SECONDS:
+        raise ValueError(f"ttl must be None, {TTL_5M!r} or {TTL_1H!r}, got {ttl!r}")
+    write = rates.write(ttl)
+    if interval_s <= TTL_SECONDS[ttl]:
+        return write + rates.read * r
+    return write * (1.0 + r)
 
 
-def choose_ttl(*, reuses_per_hour: float, interval_s: float) -> str | None:
+def choose_ttl(
+    *, reuses_per_hour: float, interval_s: float, rates: CacheRates = CLASSIC_CACHE_RATES
+) -> str | None:
     """The cheapest choice for a prefix on its own: None (do not cache), "5m" or "1h".
 
     Ties go to the cheaper write (none, then 5m): never pay a premium for nothing.
@@ -170,7 +180,7 @@ def choose_ttl(*, reuses_per_hour: float, interval_s: float) -> str | None:
     return min(
         options,
         key=lambda ttl: hourly_cost(
-            ttl=ttl, reuses_per_hour=reuses_per_hour, interval_s=interval_s
+            ttl=ttl, reuses_per_hour=reuses_per_hour, interval_s=interval_s, rates=rates
         ),
     )
 
@@ -318,27 +328,13 @@ def _without_cc(block: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in block.items() if k != "cache_control"}
 
 
-def _caller_ttl(block: Mapping[str, Any], field_name: str) -> str | None:
-    cc = block.get("cache_control")
-    if cc is None:
-        return None
-    if not isinstance(cc, Mapping) or cc.get("type") != "ephemeral":
-        raise InvalidRequest(
-            f"{field_name}.cache_control", 'must be {"type": "ephemeral", "ttl"?: "5m" | "1h"}'
-        )
-    ttl = cc.get("ttl", TTL_5M)
-    if ttl not in (TTL_5M, TTL_1H):
-        raise InvalidRequest(
-            f"{field_name}.cache_control.ttl", f'must be "5m" or "1h", got {ttl!r}'
-        )
-    return str(ttl)
-
-
 def _pieces(params: Mapping[str, Any]) -> list[_Piece]:
     """The prompt's blocks in cache order. A string system prompt or message content is one
     text block (the API caches both forms the same); the message overhead tokens sit on a
     message's first block, as the emulator counts them."""
     pieces: list[_Piece] = []
+    model = params.get("model")
+    cpt = chars_per_token_for(model if isinstance(model, str) else None)
     tools = params.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
@@ -346,20 +342,20 @@ def _pieces(params: Mapping[str, Any]) -> list[_Piece]:
         for i, tool in enumerate(tools):
             if not isinstance(tool, Mapping):
                 raise InvalidRequest(f"tools[{i}]", "must be an object")
-            ttl = _caller_ttl(tool, f"tools[{i}]")
-            pieces.append(_Piece("tools", i, None, "tool", tool, block_tokens(tool), ttl))
+            ttl = block_ttl(tool, f"tools[{i}]")
+            pieces.append(_Piece("tools", i, None, "tool", tool, block_tokens(tool, cpt), ttl))
 
     system = params.get("system")
     if isinstance(system, str):
         if system:
             text = {"type": "text", "text": system}
-            pieces.append(_Piece("system", 0, None, "system", text, text_tokens(system), None))
+            pieces.append(_Piece("system", 0, None, "system", text, text_tokens(system, cpt), None))
     elif isinstance(system, list):
         for i, block in enumerate(system):
             if not isinstance(block, Mapping):
                 raise InvalidRequest(f"system[{i}]", "system blocks must be text blocks")
-            ttl = _caller_ttl(block, f"system[{i}]")
-            pieces.append(_Piece("system", i, None, "system", block, block_tokens(block), ttl))
+            ttl = block_ttl(block, f"system[{i}]")
+            pieces.append(_Piece("system", i, None, "system", block, block_tokens(block, cpt), ttl))
     elif system is not None:
         raise InvalidRequest("system", "must be a string or a list of text blocks")
 
@@ -380,9 +376,9 @@ def _pieces(params: Mapping[str, Any]) -> list[_Piece]:
             field_name = f"messages[{i}].content[{j}]"
             if not isinstance(block, Mapping):
                 raise InvalidRequest(field_name, "must be an object")
-            tokens = block_tokens(block) + (MESSAGE_OVERHEAD_TOKENS if j == 0 else 0)
+            tokens = block_tokens(block, cpt) + (MESSAGE_OVERHEAD_TOKENS if j == 0 else 0)
             tag = f"{message.get('role')}:{j == 0}"
-            ttl = _caller_ttl(block, field_name)
+            ttl = block_ttl(block, field_name)
             pieces.append(_Piece("messages", i, j, tag, block, tokens, ttl))
     return pieces
 
@@ -455,25 +451,11 @@ def _candidates(
 
 
 def _validate_caller_marks(params: Mapping[str, Any], blocks: Sequence[_Block]) -> list[str]:
-    """The caller's TTLs in API order (top-level last); raise what the API would reject."""
-    ttls = [b.cache_ttl for b in blocks if b.cache_ttl is not None]
+    """The caller's TTLs as the API counts them (a top-level mark last, unless it is the same
+    breakpoint as the last block's own); raise what the API would reject."""
     top = params.get("cache_control")
-    if top is not None:
-        top_ttl = _caller_ttl({"cache_control": top}, "body")
-        if top_ttl is not None:
-            ttls.append(top_ttl)
-    if len(ttls) > MAX_BREAKPOINTS:
-        raise InvalidRequest(
-            "cache_control",
-            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
-            f"Found {len(ttls)}.",
-        )
-    for earlier, later in zip(ttls, ttls[1:], strict=False):
-        if earlier == TTL_5M and later == TTL_1H:
-            raise InvalidRequest(
-                "cache_control", 'a "1h" cache breakpoint may not come after a "5m" one'
-            )
-    return ttls
+    top_ttl = None if top is None else cache_control_ttl(top, "cache_control")
+    return counted_breakpoints([b.cache_ttl for b in blocks], top_ttl)
 
 
 @dataclass(frozen=True)
@@ -608,7 +590,7 @@ class _Slot:
     fixed_ttl: str | None  # the caller's mark: always placed, TTL fixed
 
 
-def _best_assignment(slots: Sequence[_Slot]) -> tuple[int, list[str]]:
+def _best_assignment(slots: Sequence[_Slot], rates: CacheRates) -> tuple[int, list[str]]:
     """How many leading slots to place and their TTLs, minimising the summed hourly cost.
 
     Valid TTL sequences are some "1h" then "5m" (the API rejects 1h after 5m); caller slots are
@@ -633,6 +615,7 @@ def _best_assignment(slots: Sequence[_Slot]) -> tuple[int, list[str]]:
                     ttl=ttls[i] if i < placed else None,
                     reuses_per_hour=slot.reuse.reuses_per_hour,
                     interval_s=slot.reuse.interval_s,
+                    rates=rates,
                 )
             key = (cost, ones, placed)
             if best is None or key < best:
@@ -650,7 +633,9 @@ def _describe(reuse: Reuse, ttl: str) -> str:
     return f"{ttl}: {reuse.evidence}"
 
 
-def _plan(analysis: _Analysis, reuse: ReuseStats | None, enabled: bool) -> CachePlan:
+def _plan(
+    analysis: _Analysis, reuse: ReuseStats | None, enabled: bool, rates: CacheRates
+) -> CachePlan:
     skipped = list(analysis.skipped)
     caller_marks = analysis.caller_marks
     if not enabled or analysis.min_tokens is None:
@@ -688,7 +673,7 @@ def _plan(analysis: _Analysis, reuse: ReuseStats | None, enabled: bool) -> Cache
             _Slot("caller", bp.block_index, block, _reuse_for("caller", block, None, reuse), bp.ttl)
         )
     slots.sort(key=lambda s: s.index)
-    placed, ttls = _best_assignment(slots)
+    placed, ttls = _best_assignment(slots, rates)
 
     added: list[Breakpoint] = []
     for i, slot in enumerate(slots):
@@ -740,16 +725,21 @@ def _plan(analysis: _Analysis, reuse: ReuseStats | None, enabled: bool) -> Cache
 
 
 def plan_cache(
-    *, params: Mapping[str, Any], reuse: ReuseStats | None = None, enabled: bool = True
+    *,
+    params: Mapping[str, Any],
+    reuse: ReuseStats | None = None,
+    enabled: bool = True,
+    rates: CacheRates = CLASSIC_CACHE_RATES,
 ) -> CachePlan:
     """Plan the ``cache_control`` marks for one Messages body. Pure: no I/O.
 
     ``reuse`` holds the tracker's statistics for this body's prefixes (``None``: no tracker, so
     every candidate gets the first-sight prior). ``enabled=False`` returns an unchanged copy
     (the caller's own marks are still validated and reported). Raises ``InvalidRequest`` for a
-    body the planner cannot read or whose own marks the API would reject.
+    body the planner cannot read or whose own marks the API would reject. ``rates``: the
+    model's cache prices (``CacheRates``).
     """
-    return _plan(_analyse(params), reuse, enabled)
+    return _plan(_analyse(params), reuse, enabled, rates)
 
 
 def _cache_control(ttl: str) -> dict[str, str]:
@@ -947,6 +937,7 @@ def plan_for_call(
     enabled: bool | None = None,
     tracker: ReuseTracker | None = None,
     now: float | None = None,
+    rates: CacheRates = CLASSIC_CACHE_RATES,
 ) -> CachePlan:
     """The hot-path entry point: read and record reuse statistics (one Redis round trip), plan.
 
@@ -958,7 +949,7 @@ def plan_for_call(
         enabled = planner_enabled()
     analysis = _analyse(params)
     if not enabled or not analysis.observations:
-        return _plan(analysis, None, enabled)
+        return _plan(analysis, None, enabled, rates)
     try:
         stats = (tracker or _default_tracker).lookup_and_observe(
             model=analysis.model, observations=analysis.observations, now=now
@@ -966,7 +957,7 @@ def plan_for_call(
     except redis.RedisError as error:
         log.warning("prompt-cache reuse tracker unavailable (%s); planning on priors", error)
         stats = None
-    return _plan(analysis, stats, True)
+    return _plan(analysis, stats, True, rates)
 
 
 # --------------------------------------------------------------------------------------------

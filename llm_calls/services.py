@@ -14,7 +14,7 @@ from typing import Any
 from llm_calls import client
 from llm_calls.caching import plan_for_call, record_uncached
 from llm_calls.retry import ClaudeCallError, RetryPolicy, call_with_retry
-from llm_calls.types import Attempt, MessageResult, Usage
+from llm_calls.types import CLASSIC_CACHE_RATES, Attempt, CacheRates, MessageResult, Usage
 
 
 def send_message(
@@ -27,6 +27,7 @@ def send_message(
     before_attempt: Callable[[int], None] | None = None,
     client_request_id: str | None = None,
     cache_planner: bool | None = None,
+    cache_rates: CacheRates | None = None,
 ) -> MessageResult:
     """Send the Messages body ``params`` (model, max_tokens, messages, system, tools, …).
 
@@ -34,7 +35,9 @@ def send_message(
     then never hit an idle-read timeout); the result is the same. Each attempt n sends
     ``x-client-request-id: {client_request_id}-a{n}`` when an id is given, so every attempt can
     be matched to the API's records. Hooks: see ``llm_calls.retry.call_with_retry``.
-    ``cache_planner`` defaults to ``CACHE_PLANNER_ENABLED`` (on).
+    ``cache_planner`` defaults to ``CACHE_PLANNER_ENABLED`` (on); ``cache_rates`` are the
+    model's cache prices relative to its input price, which the planner weighs when it picks a
+    TTL (the classic 1.25 / 2 / 0.1 when not given).
 
     Raises ``ClaudeCallError`` — with ``attempts=0`` and nothing sent when ``params`` is
     malformed, else after the retry policy gave up. Raises ``ImproperlyConfigured`` when no
@@ -47,7 +50,9 @@ def send_message(
     # Every call passes the cache planner: breakpoints on the stable prefix, TTL by observed
     # reuse; it never fails a call. ``cache_planner=False`` (or CACHE_PLANNER_ENABLED off) sends
     # the body as given, for a caller that planned it already or measures without caching.
-    plan = plan_for_call(params=params, enabled=cache_planner)
+    plan = plan_for_call(
+        params=params, enabled=cache_planner, rates=cache_rates or CLASSIC_CACHE_RATES
+    )
     record_uncached(plan)
     params = plan.body
 

@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from llm_calls import catalog
+
 DEFAULT_CHARS_PER_TOKEN = 4.0
 MESSAGE_OVERHEAD_TOKENS = 4
 
@@ -36,10 +38,22 @@ def block_tokens(block: Any, chars_per_token: float = DEFAULT_CHARS_PER_TOKEN) -
     return 0
 
 
+def chars_per_token_for(
+    model: str | None, chars_per_token: float = DEFAULT_CHARS_PER_TOKEN
+) -> float:
+    """Characters per token on ``model``'s tokenizer (unknown models count like the old one)."""
+    return chars_per_token / catalog.token_factor(model) if model else chars_per_token
+
+
 def estimate_input_tokens(
     params: Mapping[str, Any], chars_per_token: float = DEFAULT_CHARS_PER_TOKEN
 ) -> int:
-    """Estimated total input tokens (uncached + cache write + cache read) of a Messages body."""
+    """Estimated total input tokens (uncached + cache write + cache read) of a Messages body,
+    on the tokenizer of its model."""
+    model = params.get("model")
+    chars_per_token = chars_per_token_for(
+        model if isinstance(model, str) else None, chars_per_token
+    )
     total = 0
     for tool in params.get("tools") or []:
         compact = json.dumps(_without_cache_control(tool), sort_keys=True, separators=(",", ":"))

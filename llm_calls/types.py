@@ -26,6 +26,15 @@ class Usage:
     cache_creation_5m: int = 0
     cache_creation_1h: int = 0
     service_tier: str = "standard"
+    # Part of output_tokens (billed as output), reported in usage.output_tokens_details.
+    thinking_tokens: int = 0
+    # Server tool calls (usage.server_tool_use): web search is billed per 1,000 searches.
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+    # Where inference ran ("us" for US-only inference, priced 1.1x) and at which speed
+    # ("fast" mode has its own rates). Empty when the response did not say.
+    inference_geo: str = ""
+    speed: str = "standard"
 
     @property
     def total_input_tokens(self) -> int:
@@ -52,6 +61,10 @@ class Usage:
         else:
             creation_5m, creation_1h = creation, 0
         tier = data.get("service_tier")
+        details = data.get("output_tokens_details")
+        server_tools = data.get("server_tool_use")
+        geo = data.get("inference_geo")
+        speed = data.get("speed")
         return cls(
             input_tokens=count(data, "input_tokens"),
             output_tokens=count(data, "output_tokens"),
@@ -60,6 +73,21 @@ class Usage:
             cache_creation_5m=creation_5m,
             cache_creation_1h=creation_1h,
             service_tier=tier if isinstance(tier, str) and tier else "standard",
+            thinking_tokens=count(details, "thinking_tokens")
+            if isinstance(details, Mapping)
+            else 0,
+            web_search_requests=(
+                count(server_tools, "web_search_requests")
+                if isinstance(server_tools, Mapping)
+                else 0
+            ),
+            web_fetch_requests=(
+                count(server_tools, "web_fetch_requests")
+                if isinstance(server_tools, Mapping)
+                else 0
+            ),
+            inference_geo=geo if isinstance(geo, str) else "",
+            speed=speed if isinstance(speed, str) and speed else "standard",
         )
 
 
@@ -102,3 +130,20 @@ class MessageResult:
     @property
     def attempt_count(self) -> int:
         return len(self.attempts)
+
+
+@dataclass(frozen=True)
+class CacheRates:
+    """A model's prompt-cache prices in units of its input price (what the cache planner weighs
+    when it picks a TTL; the rest of the price cancels out). The defaults are the classic
+    1.25 / 2 / 0.1; Sonnet 5.5 and Opus 5.5 read at 0.05, Fable 5.1/5.2 at 0.025."""
+
+    write_5m: float = 1.25
+    write_1h: float = 2.0
+    read: float = 0.1
+
+    def write(self, ttl: str) -> float:
+        return self.write_5m if ttl == "5m" else self.write_1h
+
+
+CLASSIC_CACHE_RATES = CacheRates()

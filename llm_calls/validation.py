@@ -1,35 +1,45 @@
 """Check a Messages API body before anything is queued or sent.
 
 Everything the API would reject with a 400/404/413 is rejected here first, with a message that
-names the field, so bad input never costs a request, is never retried, and never reaches a queue.
+names the field, so bad input never costs a request, is never retried, and never reaches a
+queue. That includes each model's own rules (``llm_calls.catalog``): sampling parameters on
+Claude 4.7 and later, the thinking modes and effort levels a model accepts, forced tool use,
+assistant prefill, US-only inference and fast mode — and a retired model, refused with its
+retirement date and replacement.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeGuard
 
-from llm_calls.catalog import known_models
+from llm_calls import catalog
+from llm_calls.catalog import EFFORT_LEVELS, ModelInfo
+from llm_calls.params import MESSAGE_FIELDS
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # the API answers 413 above this
 MAX_BREAKPOINTS = 4
-ALLOWED_TOP_LEVEL = {
-    "model",
-    "max_tokens",
-    "messages",
-    "system",
-    "tools",
-    "tool_choice",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop_sequences",
-    "metadata",
-    "cache_control",
-    "service_tier",
-    "stream",
-}
+MIN_THINKING_BUDGET = 1024
+MAX_METADATA_USER_ID = 256
+# Chosen by the transport, never by a caller of the gateway's own doors.
+TRANSPORT_FIELDS = frozenset({"stream"})
+INFERENCE_GEOS = ("global", "us")
+SERVICE_TIERS = ("auto", "standard_only")
+SPEEDS = ("standard", "fast")
+TOOL_CHOICE_TYPES = ("auto", "any", "tool", "none")
+# Content block types passed through as given; the API checks their inner shape.
+PASSTHROUGH_BLOCKS = (
+    "image",
+    "document",
+    "search_result",
+    "thinking",
+    "redacted_thinking",
+    "server_tool_use",
+    "web_search_tool_result",
+    "web_fetch_tool_result",
+    "container_upload",
+)
 
 
 class InvalidRequest(ValueError):
@@ -39,6 +49,14 @@ class InvalidRequest(ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_text(value: Any, field: str, *, allow_empty: bool = False) -> None:
@@ -54,94 +72,80 @@ def _check_text(value: Any, field: str, *, allow_empty: bool = False) -> None:
         ) from None
 
 
-def _check_cache_control(block: Mapping[str, Any], field: str) -> str | None:
-    cc = block.get("cache_control")
-    if cc is None:
-        return None
-    if not isinstance(cc, Mapping) or cc.get("type") != "ephemeral":
-        raise InvalidRequest(
-            f"{field}.cache_control", 'must be {"type": "ephemeral", "ttl"?: "5m" | "1h"}'
-        )
-    ttl = cc.get("ttl", "5m")
+def cache_control_ttl(value: Any, field: str) -> str:
+    """The TTL of a ``cache_control`` object the API accepts (only ``type`` and ``ttl``)."""
+    if not isinstance(value, Mapping) or value.get("type") != "ephemeral":
+        raise InvalidRequest(field, 'must be {"type": "ephemeral", "ttl"?: "5m" | "1h"}')
+    extra = sorted(set(value) - {"type", "ttl"})
+    if extra:
+        raise InvalidRequest(f"{field}.{extra[0]}", "Extra inputs are not permitted")
+    ttl = value.get("ttl", "5m")
     if ttl not in ("5m", "1h"):
-        raise InvalidRequest(f"{field}.cache_control.ttl", f'must be "5m" or "1h", got {ttl!r}')
+        raise InvalidRequest(f"{field}.ttl", f'must be "5m" or "1h", got {ttl!r}')
     return str(ttl)
 
 
-def _check_block(block: Any, field: str) -> str | None:
+def block_ttl(block: Mapping[str, Any], field: str) -> str | None:
+    """The TTL of a block's own ``cache_control`` mark, None when it has none."""
+    cc = block.get("cache_control")
+    return None if cc is None else cache_control_ttl(cc, f"{field}.cache_control")
+
+
+def _check_block(block: Any, field: str) -> None:
     if not isinstance(block, Mapping):
         raise InvalidRequest(field, f"must be an object, got {type(block).__name__}")
     kind = block.get("type")
     if kind == "text":
         _check_text(block.get("text"), f"{field}.text")
-    elif kind in ("tool_use", "tool_result", "image", "document", "thinking", "redacted_thinking"):
-        pass  # passed through as given; the API checks their inner shape
-    else:
+    elif kind == "tool_use":
+        if not isinstance(block.get("id"), str) or not block["id"]:
+            raise InvalidRequest(f"{field}.id", "a tool_use block needs its string id")
+        if not isinstance(block.get("name"), str) or not block["name"]:
+            raise InvalidRequest(f"{field}.name", "a tool_use block needs the tool's name")
+        if not isinstance(block.get("input"), Mapping):
+            raise InvalidRequest(f"{field}.input", "must be an object")
+    elif kind == "tool_result":
+        if not isinstance(block.get("tool_use_id"), str) or not block["tool_use_id"]:
+            raise InvalidRequest(
+                f"{field}.tool_use_id", "a tool_result block must name the tool_use it answers"
+            )
+    elif kind not in PASSTHROUGH_BLOCKS:
         raise InvalidRequest(f"{field}.type", f"unknown content block type {kind!r}")
-    return _check_cache_control(block, field)
 
 
-def check_message_params(params: Mapping[str, Any]) -> None:
-    """Raise InvalidRequest unless ``params`` is a Messages body the API would accept."""
-    if not isinstance(params, Mapping):
-        raise InvalidRequest("body", "must be a JSON object")
-    unknown = set(params) - ALLOWED_TOP_LEVEL
-    if unknown:
-        raise InvalidRequest(sorted(unknown)[0], "is not a Messages API field")
+def _blocks(content: Any) -> list[Mapping[str, Any]]:
+    return [b for b in content if isinstance(b, Mapping)] if isinstance(content, list) else []
 
-    model = params.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("model", "is required and must be a model id string")
-    models = known_models()
-    if model not in models:
-        raise InvalidRequest(
-            "model", f"unknown model {model!r}; known: {', '.join(sorted(models))}"
-        )
 
-    max_tokens = params.get("max_tokens")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-        raise InvalidRequest("max_tokens", "is required and must be an integer")
-    if max_tokens < 0:
-        # 0 is legal: it answers nothing and only writes the prompt cache (a pre-warm).
-        raise InvalidRequest("max_tokens", f"must be 0 or more, got {max_tokens}")
-    cap = models[model].max_output_tokens
-    if max_tokens > cap:
-        raise InvalidRequest("max_tokens", f"{max_tokens} exceeds {model}'s maximum of {cap}")
+def _check_tools(tools: Any) -> list[tuple[str, str | None]]:
+    """Tool names with their breakpoint TTLs, in order."""
+    if not isinstance(tools, list):
+        raise InvalidRequest("tools", "must be a list")
+    seen: list[tuple[str, str | None]] = []
+    for i, tool in enumerate(tools):
+        field = f"tools[{i}]"
+        if (
+            not isinstance(tool, Mapping)
+            or not isinstance(tool.get("name"), str)
+            or not tool["name"]
+        ):
+            raise InvalidRequest(field, "must be an object with a non-empty name")
+        kind = tool.get("type")
+        if kind in (None, "custom") and not isinstance(tool.get("input_schema"), Mapping):
+            raise InvalidRequest(
+                f"{field}.input_schema", "is required for a custom tool (a JSON schema object)"
+            )
+        if any(tool["name"] == name for name, _ in seen):
+            raise InvalidRequest(f"{field}.name", f"tool names must be unique: {tool['name']!r}")
+        seen.append((tool["name"], block_ttl(tool, field)))
+    return seen
 
-    ttls: list[str] = []
 
-    tools = params.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list):
-            raise InvalidRequest("tools", "must be a list")
-        for i, tool in enumerate(tools):
-            if (
-                not isinstance(tool, Mapping)
-                or not isinstance(tool.get("name"), str)
-                or not tool["name"]
-            ):
-                raise InvalidRequest(f"tools[{i}]", "must be an object with a non-empty name")
-            ttl = _check_cache_control(tool, f"tools[{i}]")
-            if ttl:
-                ttls.append(ttl)
-
-    system = params.get("system")
-    if system is not None:
-        if isinstance(system, str):
-            _check_text(system, "system", allow_empty=True)
-        elif isinstance(system, list):
-            for i, block in enumerate(system):
-                if not isinstance(block, Mapping) or block.get("type") != "text":
-                    raise InvalidRequest(f"system[{i}]", "system blocks must be text blocks")
-                ttl = _check_block(block, f"system[{i}]")
-                if ttl:
-                    ttls.append(ttl)
-        else:
-            raise InvalidRequest("system", "must be a string or a list of text blocks")
-
-    messages = params.get("messages")
+def _check_messages(messages: Any, info: ModelInfo) -> list[str | None]:
+    """Validate the turns; returns the TTL (or None) of every message content block in order."""
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages", "is required and must be a non-empty list")
+    ttls: list[str | None] = []
     for i, message in enumerate(messages):
         field = f"messages[{i}]"
         if not isinstance(message, Mapping):
@@ -158,48 +162,357 @@ def check_message_params(params: Mapping[str, Any]) -> None:
         content = message.get("content")
         if isinstance(content, str):
             _check_text(content, f"{field}.content")
+            ttls.append(None)
         elif isinstance(content, list):
             if not content:
                 raise InvalidRequest(f"{field}.content", "must not be an empty list")
             for j, block in enumerate(content):
-                ttl = _check_block(block, f"{field}.content[{j}]")
-                if ttl:
-                    ttls.append(ttl)
+                _check_block(block, f"{field}.content[{j}]")
+                ttls.append(block_ttl(block, f"{field}.content[{j}]"))
         else:
             raise InvalidRequest(f"{field}.content", "must be a string or a list of content blocks")
+    if messages[-1].get("role") == "assistant" and not info.assistant_prefill:
+        raise InvalidRequest(
+            f"messages[{len(messages) - 1}]",
+            f"{info.model_id} does not support assistant message prefill. The conversation "
+            "must end with a user message.",
+        )
+    _check_tool_loop(messages)
+    return ttls
 
-    top_cc = params.get("cache_control")
-    if top_cc is not None:
-        ttl = _check_cache_control({"cache_control": top_cc}, "body")
-        if ttl:
-            ttls.append(ttl)
 
-    if len(ttls) > MAX_BREAKPOINTS:
+def _check_tool_loop(messages: Sequence[Mapping[str, Any]]) -> None:
+    """A tool_result answers a tool_use of the assistant turn just before it, and every
+    tool_use of an assistant turn is answered in the next user turn (the API's own rule)."""
+    pending: list[str] = []  # tool_use ids of the previous assistant turn still unanswered
+    for i, message in enumerate(messages):
+        blocks = _blocks(message.get("content"))
+        if message.get("role") == "assistant":
+            if pending:
+                raise InvalidRequest(
+                    f"messages[{i}]",
+                    "tool_use ids were found without tool_result blocks immediately after: "
+                    + ", ".join(pending),
+                )
+            pending = [str(b.get("id")) for b in blocks if b.get("type") == "tool_use"]
+            continue
+        for tool_use_id in (
+            str(b.get("tool_use_id")) for b in blocks if b.get("type") == "tool_result"
+        ):
+            if tool_use_id not in pending:
+                raise InvalidRequest(
+                    f"messages[{i}].content",
+                    f"unexpected tool_use_id found in tool_result blocks: {tool_use_id}. Each "
+                    "tool_result block must have a corresponding tool_use block in the previous "
+                    "message.",
+                )
+            pending.remove(tool_use_id)
+        if pending:
+            raise InvalidRequest(
+                f"messages[{i}]",
+                "tool_use ids were found without tool_result blocks immediately after: "
+                + ", ".join(pending),
+            )
+
+
+def counted_breakpoints(ttls: Sequence[str | None], top_level: str | None) -> list[str]:
+    """The breakpoints the API counts, in order, for blocks whose own marks are ``ttls`` (None:
+    unmarked) and a top-level ``cache_control`` TTL; raise what the API would reject.
+
+    At most 4 breakpoints in all, 1-hour ones before 5-minute ones. A top-level
+    ``cache_control`` puts its breakpoint on the last cacheable block and takes one of the four
+    slots; a marker with the same TTL on that block is the same breakpoint, a different TTL is
+    refused."""
+    marks = [ttl for ttl in ttls if ttl is not None]
+    if top_level is not None:
+        last = ttls[-1] if ttls else None
+        if last is not None and last != top_level:
+            raise InvalidRequest(
+                "cache_control",
+                f'the top-level cache_control (ttl "{top_level}") falls on the last block, '
+                f'which already has a cache_control with ttl "{last}"',
+            )
+        if last is None:
+            marks.append(top_level)
+    if len(marks) > MAX_BREAKPOINTS:
         raise InvalidRequest(
             "cache_control",
-            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {len(ttls)}.",
+            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {len(marks)}.",
         )
-    for earlier, later in zip(ttls, ttls[1:], strict=False):
+    for earlier, later in zip(marks, marks[1:], strict=False):
         if earlier == "5m" and later == "1h":
             raise InvalidRequest(
                 "cache_control", 'a "1h" cache breakpoint may not come after a "5m" one'
             )
+    return marks
 
-    temperature = params.get("temperature")
-    if temperature is not None and (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float)
-        or not 0 <= temperature <= 1
+
+def _check_sampling(params: Mapping[str, Any], info: ModelInfo) -> None:
+    for name, low, high in (("temperature", 0, 1), ("top_p", 0, 1)):
+        value = params.get(name)
+        if value is not None and (not _is_number(value) or not low <= value <= high):
+            raise InvalidRequest(name, f"must be a number between {low} and {high}")
+    top_k = params.get("top_k")
+    if top_k is not None and (not _is_int(top_k) or top_k < 0):
+        raise InvalidRequest("top_k", "must be a whole number >= 0")
+    if info.sampling_params:
+        return
+    # Claude 4.7 and later choose their own sampling: only the defaults are accepted.
+    changed = [
+        name
+        for name in ("temperature", "top_p", "top_k")
+        if params.get(name) is not None and not (name == "temperature" and params[name] == 1)
+    ]
+    if changed:
+        raise InvalidRequest(
+            changed[0],
+            f"{changed[0]} is not supported for {info.model_id} (Claude 4.7 and later choose "
+            "their own sampling); leave it out",
+        )
+
+
+def _check_thinking(value: Any, info: ModelInfo, max_tokens: int) -> str:
+    """The thinking type the request uses (the model's default when not given)."""
+    if value is None:
+        return info.default_thinking
+    if not isinstance(value, Mapping) or not isinstance(value.get("type"), str):
+        raise InvalidRequest("thinking", 'must be an object like {"type": "adaptive"}')
+    kind = value["type"]
+    if kind not in catalog.THINKING_TYPES:
+        raise InvalidRequest(
+            "thinking.type", f"must be one of {', '.join(catalog.THINKING_TYPES)}, got {kind!r}"
+        )
+    if kind not in info.thinking_types:
+        hint = (
+            ' Use "thinking.type.adaptive" and "output_config.effort" to control thinking behavior.'
+            if "adaptive" in info.thinking_types
+            else f" {info.model_id} accepts: {', '.join(info.thinking_types)}."
+        )
+        raise InvalidRequest(
+            "thinking.type", f'"thinking.type.{kind}" is not supported for this model.{hint}'
+        )
+    allowed = {"type", "display"} | ({"budget_tokens"} if kind == "enabled" else set())
+    extra = sorted(set(value) - allowed)
+    if extra:
+        raise InvalidRequest(f"thinking.{extra[0]}", "Extra inputs are not permitted")
+    display = value.get("display")
+    if display is not None and display not in ("summarized", "omitted"):
+        raise InvalidRequest("thinking.display", 'must be "summarized" or "omitted"')
+    if kind == "enabled":
+        budget = value.get("budget_tokens")
+        if not _is_int(budget) or budget < MIN_THINKING_BUDGET:
+            raise InvalidRequest(
+                "thinking.budget_tokens", f"must be a whole number >= {MIN_THINKING_BUDGET}"
+            )
+        if budget >= max_tokens:
+            raise InvalidRequest(
+                "thinking.budget_tokens", f"must be less than max_tokens ({max_tokens})"
+            )
+    return str(kind)
+
+
+def _check_output_config(value: Any, info: ModelInfo) -> None:
+    if not isinstance(value, Mapping):
+        raise InvalidRequest("output_config", "must be an object")
+    extra = sorted(set(value) - {"effort", "format"})
+    if extra:
+        raise InvalidRequest(f"output_config.{extra[0]}", "Extra inputs are not permitted")
+    effort = value.get("effort")
+    if effort is not None:
+        if effort not in EFFORT_LEVELS:
+            raise InvalidRequest(
+                "output_config.effort", f"must be one of {', '.join(EFFORT_LEVELS)}, got {effort!r}"
+            )
+        if effort not in info.effort_levels:
+            accepted = ", ".join(info.effort_levels) or "none (it has no effort setting)"
+            raise InvalidRequest(
+                "output_config.effort",
+                f"effort {effort!r} is not supported for {info.model_id}; it accepts {accepted}",
+            )
+    fmt = value.get("format")
+    if fmt is not None and (
+        not isinstance(fmt, Mapping)
+        or fmt.get("type") != "json_schema"
+        or not isinstance(fmt.get("schema"), Mapping)
     ):
-        raise InvalidRequest("temperature", "must be a number between 0 and 1")
+        raise InvalidRequest(
+            "output_config.format", 'must be {"type": "json_schema", "schema": {...}}'
+        )
+
+
+def _check_tool_choice(value: Any, tool_names: list[str], info: ModelInfo) -> None:
+    if not isinstance(value, Mapping) or value.get("type") not in TOOL_CHOICE_TYPES:
+        raise InvalidRequest(
+            "tool_choice", f"must be an object whose type is one of {', '.join(TOOL_CHOICE_TYPES)}"
+        )
+    kind = value["type"]
+    allowed = {"type", "disable_parallel_tool_use"} | ({"name"} if kind == "tool" else set())
+    extra = sorted(set(value) - allowed)
+    if extra:
+        raise InvalidRequest(f"tool_choice.{extra[0]}", "Extra inputs are not permitted")
+    if "disable_parallel_tool_use" in value and not isinstance(
+        value["disable_parallel_tool_use"], bool
+    ):
+        raise InvalidRequest("tool_choice.disable_parallel_tool_use", "must be true or false")
+    if kind in ("any", "tool"):
+        if not info.forced_tool_choice:
+            raise InvalidRequest(
+                "tool_choice.type",
+                f'forced tool use (tool_choice "{kind}") is not supported for {info.model_id}; '
+                'use "auto" and say in the prompt which tool to use',
+            )
+        if not tool_names:
+            raise InvalidRequest("tool_choice", f'tool_choice "{kind}" needs tools')
+    if kind == "tool" and value.get("name") not in tool_names:
+        raise InvalidRequest(
+            "tool_choice.name", f"names no tool of this request: {value.get('name')!r}"
+        )
+
+
+def _check_metadata(value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise InvalidRequest("metadata", "must be an object")
+    extra = sorted(set(value) - {"user_id"})
+    if extra:
+        raise InvalidRequest(
+            f"metadata.{extra[0]}", "Extra inputs are not permitted (only user_id is accepted)"
+        )
+    user_id = value.get("user_id")
+    if user_id is not None:
+        if not isinstance(user_id, str):
+            raise InvalidRequest("metadata.user_id", "must be a string")
+        if len(user_id) > MAX_METADATA_USER_ID:
+            raise InvalidRequest(
+                "metadata.user_id", f"must be at most {MAX_METADATA_USER_ID} characters"
+            )
+
+
+def model_for(model: Any) -> ModelInfo:
+    """The catalog entry of a model a request may name, or InvalidRequest saying why not."""
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model", "is required and must be a model id string")
+    info = catalog.model_info(model)
+    if info is None:
+        current = sorted(n for n, i in catalog.callable_models().items() if i.status == "active")
+        raise InvalidRequest(
+            "model", f"unknown model {model!r}; current models: {', '.join(current)}"
+        )
+    if info.retired:
+        raise InvalidRequest("model", f"{model} is no longer available: {info.lifecycle_note()}")
+    return info
+
+
+def check_message_params(params: Mapping[str, Any], *, for_batch: bool = False) -> ModelInfo:
+    """Raise InvalidRequest unless ``params`` is a Messages body the API would accept for its
+    model; returns that model's catalog entry. ``for_batch``: the body goes into a Message
+    Batch, which refuses ``stream``, ``speed`` and ``max_tokens: 0``."""
+    if not isinstance(params, Mapping):
+        raise InvalidRequest("body", "must be a JSON object")
+    unknown = sorted(set(params) - MESSAGE_FIELDS - TRANSPORT_FIELDS)
+    if unknown:
+        raise InvalidRequest(unknown[0], "is not a Messages API field")
+    info = model_for(params.get("model"))
+
+    max_tokens = params.get("max_tokens")
+    if not _is_int(max_tokens):
+        raise InvalidRequest("max_tokens", "is required and must be an integer")
+    if max_tokens < 0:
+        # 0 is legal: it answers nothing and only writes the prompt cache (a pre-warm).
+        raise InvalidRequest("max_tokens", f"must be 0 or more, got {max_tokens}")
+    if max_tokens > info.max_output_tokens:
+        raise InvalidRequest(
+            "max_tokens",
+            f"{max_tokens} exceeds {info.model_id}'s maximum of {info.max_output_tokens}",
+        )
+
+    ttls: list[str | None] = []
+    tool_names: list[str] = []
+    if params.get("tools") is not None:
+        for name, ttl in _check_tools(params["tools"]):
+            tool_names.append(name)
+            ttls.append(ttl)
+    system = params.get("system")
+    if system is not None:
+        if isinstance(system, str):
+            _check_text(system, "system", allow_empty=True)
+            if system:
+                ttls.append(None)
+        elif isinstance(system, list):
+            for i, block in enumerate(system):
+                if not isinstance(block, Mapping) or block.get("type") != "text":
+                    raise InvalidRequest(f"system[{i}]", "system blocks must be text blocks")
+                _check_block(block, f"system[{i}]")
+                ttls.append(block_ttl(block, f"system[{i}]"))
+        else:
+            raise InvalidRequest("system", "must be a string or a list of text blocks")
+    ttls += _check_messages(params.get("messages"), info)
+    top_cc = params.get("cache_control")
+    counted_breakpoints(
+        ttls, None if top_cc is None else cache_control_ttl(top_cc, "cache_control")
+    )
+
+    _check_sampling(params, info)
+    thinking = _check_thinking(params.get("thinking"), info, max_tokens)
+    output_config = params.get("output_config")
+    if output_config is not None:
+        _check_output_config(output_config, info)
+    effort = (output_config or {}).get("effort") or info.default_effort
+    limit = info.thinking_off_max_effort
+    if (
+        thinking == "disabled"
+        and limit
+        and effort
+        and (EFFORT_LEVELS.index(effort) > EFFORT_LEVELS.index(limit))
+    ):
+        raise InvalidRequest(
+            "thinking.type",
+            f"{info.model_id} turns thinking off only at effort {limit!r} or lower, not {effort!r}",
+        )
+    tool_choice = params.get("tool_choice")
+    if tool_choice is not None:
+        _check_tool_choice(tool_choice, tool_names, info)
+        if thinking == "enabled" and tool_choice.get("type") in ("any", "tool"):
+            raise InvalidRequest(
+                "tool_choice.type",
+                "forced tool use is not supported together with extended thinking "
+                '(thinking "enabled"); use tool_choice "auto"',
+            )
     stops = params.get("stop_sequences")
     if stops is not None and (
         not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops)
     ):
         raise InvalidRequest("stop_sequences", "must be a list of non-empty strings")
-    metadata = params.get("metadata")
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise InvalidRequest("metadata", "must be an object")
+    if params.get("metadata") is not None:
+        _check_metadata(params["metadata"])
+    geo = params.get("inference_geo")
+    if geo is not None:
+        if geo not in INFERENCE_GEOS:
+            raise InvalidRequest("inference_geo", f"must be one of {', '.join(INFERENCE_GEOS)}")
+        if not info.inference_geo:
+            raise InvalidRequest(
+                "inference_geo",
+                f"is not supported for {info.model_id}; US-only inference needs Claude 4.6 or later",
+            )
+    tier = params.get("service_tier")
+    if tier is not None and tier not in SERVICE_TIERS:
+        raise InvalidRequest("service_tier", f"must be one of {', '.join(SERVICE_TIERS)}")
+    speed = params.get("speed")
+    if speed is not None:
+        if speed not in SPEEDS:
+            raise InvalidRequest("speed", f"must be one of {', '.join(SPEEDS)}")
+        if speed == "fast" and not info.fast_mode:
+            raise InvalidRequest("speed", f"fast mode is not available for {info.model_id}")
+    stream = params.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("stream", "must be true or false")
+    if for_batch:
+        if stream:
+            raise InvalidRequest("stream", "streaming is not supported inside a Message Batch")
+        if speed == "fast":
+            raise InvalidRequest("speed", "fast mode is not available inside a Message Batch")
+        if max_tokens == 0:
+            raise InvalidRequest("max_tokens", "0 (a cache pre-warm) is not accepted in a batch")
 
     try:
         # allow_nan=False: NaN/Infinity are not JSON, the API would refuse the body.
@@ -213,3 +526,4 @@ def check_message_params(params: Mapping[str, Any]) -> None:
         raise InvalidRequest(
             "body", f"is {size:,} bytes; the API accepts at most {MAX_BODY_BYTES:,}"
         )
+    return info

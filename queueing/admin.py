@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
+from llm_calls import catalog
 from queueing.auth import api_token_create
 from queueing.models import (
     ApiToken,
@@ -108,10 +110,25 @@ class ApiTokenAdmin(admin.ModelAdmin):
         )
 
 
+class RateLimitOverrideForm(forms.ModelForm):
+    class Meta:
+        model = RateLimitOverride
+        fields = ["model_class", "rpm", "itpm", "otpm", "note"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model_class"] = forms.ChoiceField(
+            choices=[(b, b) for b in catalog.model_classes()],
+            label="Rate-limit bucket",
+            help_text="Opus 4.x share one bucket, Sonnet 4.x another; each 5.x model has its own.",
+        )
+
+
 @admin.register(RateLimitOverride)
 class RateLimitOverrideAdmin(admin.ModelAdmin):
     """Organization limits per model class, when the configured tier is not the real one."""
 
+    form = RateLimitOverrideForm
     list_display = ["model_class", "rpm", "itpm", "otpm", "note", "updated_at"]
 
 

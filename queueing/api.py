@@ -17,6 +17,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
+from llm_calls.params import MESSAGE_FIELDS
 from llm_calls.validation import InvalidRequest
 from queueing import eta, selectors, services
 from queueing.auth import bearer_token, user_for_token
@@ -24,21 +25,9 @@ from queueing.models import LLMRequest
 
 View = Callable[..., HttpResponse]
 
-SUBMIT_FIELDS = {
-    "session_id",
-    "model",
-    "messages",
-    "max_tokens",
-    "priority",
-    "system",
-    "tools",
-    "temperature",
-    "stop_sequences",
-    "metadata",
-    "response_cache",
-    "shared",
-    "batch",
-}
+# The gateway's own fields of a submission; everything else is the Messages body
+# (llm_calls.params.MessageParams), passed on as it came.
+GATEWAY_FIELDS = frozenset({"session_id", "priority", "response_cache", "shared", "batch"})
 
 
 def error(http_status: int, kind: str, message: str, **extra: Any) -> JsonResponse:
@@ -131,22 +120,19 @@ def requests_collection(request: HttpRequest) -> HttpResponse:
         )
     try:
         data = _json_body(request)
-        unknown = sorted(set(data) - SUBMIT_FIELDS)
+        unknown = sorted(set(data) - GATEWAY_FIELDS - MESSAGE_FIELDS)
         if unknown:
             raise InvalidRequest(unknown[0], "is not a field of this API")
         # Types are checked by submit_request itself (check_submission), with field names.
-        fields: dict[str, Any] = {
-            name: data.get(name)
-            for name in ("session_id", "model", "messages", "max_tokens", "system", "tools")
-            + ("temperature", "stop_sequences", "metadata")
-        }
+        params = {name: value for name, value in data.items() if name in MESSAGE_FIELDS}
         created = services.submit_request(
             user=request.user,
+            session_id=data.get("session_id"),  # type: ignore[arg-type]  # checked there
             priority=data.get("priority", "query"),
-            **fields,
             use_response_cache=_bool_field(data, "response_cache"),
             response_cache_shared=_bool_field(data, "shared"),
             batch=_bool_field(data, "batch"),
+            **params,  # type: ignore[typeddict-item]  # a JSON object, validated there
         )
     except InvalidRequest as exc:
         return error(400, "invalid_request", str(exc), field=exc.field)

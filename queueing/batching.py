@@ -54,6 +54,7 @@ from llm_calls.validation import InvalidRequest
 from queueing import services
 from queueing.models import LLMRequest
 from ratelimit_project.redis import get_redis
+from usage import services as usage_services
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,12 @@ def _claim(*, max_batch: int, max_wait_s: float) -> str | None:
 
 
 def _body(row: LLMRequest) -> dict[str, object]:
-    params = {k: v for k, v in row.params.items() if k != "stream"}  # batches never stream
-    body = {"model": row.model, "max_tokens": row.max_tokens, **params}
     # Batch items of one batch share system prompts and tools like any calls do: mark them.
-    return plan_cache(params=body, enabled=planner_enabled()).body
+    return plan_cache(
+        params=row.message_params(),
+        enabled=planner_enabled(),
+        rates=usage_services.cache_rates(model=row.model, on=timezone.now().date()),
+    ).body
 
 
 def _unclaim(token: str) -> int:

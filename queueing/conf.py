@@ -18,12 +18,25 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-# Anthropic's Tier 1 (the tier the project was designed against). 0 means "unlimited".
-DEFAULT_RATE_LIMITS: dict[str, dict[str, int]] = {
-    "opus": {"rpm": 50, "itpm": 30_000, "otpm": 8_000},
-    "sonnet": {"rpm": 50, "itpm": 30_000, "otpm": 8_000},
-    "haiku": {"rpm": 50, "itpm": 50_000, "otpm": 10_000},
-}
+from llm_calls import catalog
+
+# Anthropic's Start tier (2026: Start / Build / Scale / Custom replaced Tiers 1-4): Fable (and
+# its Mythos siblings) 1,000 RPM / 500K ITPM / 100K OTPM, every other model 1,000 / 2M / 400K.
+# Per rate-limit bucket of llm_calls.catalog; 0 means "unlimited". Limits learned from
+# Anthropic's response headers take over as soon as a response shows them.
+START_TIER_LIMITS = {"rpm": 1_000, "itpm": 2_000_000, "otpm": 400_000}
+START_TIER_FABLE_LIMITS = {"rpm": 1_000, "itpm": 500_000, "otpm": 100_000}
+
+
+def default_rate_limits() -> dict[str, dict[str, int]]:
+    """The Start tier's limits for every rate-limit bucket of a callable model."""
+    return {
+        bucket: dict(
+            START_TIER_FABLE_LIMITS if bucket.startswith(("fable", "mythos")) else START_TIER_LIMITS
+        )
+        for bucket in catalog.model_classes()
+    }
+
 
 # Highest priority first, each with the minimum share of dispatched tokens it keeps.
 DEFAULT_PRIORITY_CLASSES: list[tuple[str, float]] = [
@@ -60,8 +73,8 @@ def _non_negative_int(setting: str, where: str, raw: Any) -> int:
 def rate_limits() -> dict[str, ConfiguredLimits]:
     """``GATEWAY_RATE_LIMITS``: ``{model_class: {"rpm": n, "itpm": n, "otpm": n}}``.
 
-    Classes missing from the setting keep their Tier 1 defaults; a class given with only some
-    dimensions keeps the defaults for the others.
+    Classes missing from the setting keep their Start-tier defaults; a class given with only
+    some dimensions keeps the defaults for the others.
     """
     raw = _setting("GATEWAY_RATE_LIMITS", None)
     if raw is None:
@@ -70,7 +83,7 @@ def rate_limits() -> dict[str, ConfiguredLimits]:
         raise ImproperlyConfigured(
             f"GATEWAY_RATE_LIMITS must be a dict of model class -> limits, got {type(raw).__name__}."
         )
-    merged: dict[str, dict[str, int]] = {k: dict(v) for k, v in DEFAULT_RATE_LIMITS.items()}
+    merged = default_rate_limits()
     for model_class, limits in raw.items():
         if not isinstance(limits, Mapping):
             raise ImproperlyConfigured(
@@ -83,7 +96,9 @@ def rate_limits() -> dict[str, ConfiguredLimits]:
                 f"GATEWAY_RATE_LIMITS[{model_class!r}] has unknown keys {sorted(unknown)}; "
                 f"allowed: {', '.join(LIMIT_DIMENSIONS)}."
             )
-        entry = merged.setdefault(str(model_class), {"rpm": 0, "itpm": 0, "otpm": 0})
+        # A bucket the catalog does not know (a model added by CLAUDE_MODELS, say) starts from
+        # the Start tier too, so a dimension left out is never silently unlimited.
+        entry = merged.setdefault(str(model_class), dict(START_TIER_LIMITS))
         for dim, value in limits.items():
             entry[dim] = _non_negative_int(
                 "GATEWAY_RATE_LIMITS", f"[{model_class!r}][{dim!r}]", value

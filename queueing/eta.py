@@ -316,7 +316,7 @@ def queue_overview() -> dict[str, Any]:
     ]
     limiter = get_limiter()
     limiter_rows = []
-    for model_class in sorted({catalog.model_class(m) for m in catalog.known_models()}):
+    for model_class in catalog.model_classes():
         state = limiter.state(model_class=model_class)
         eff = state["limits"]["effective"]
         limiter_rows.append(

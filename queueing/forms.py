@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from llm_calls.catalog import DEFAULT_MODEL, known_models
+from llm_calls.catalog import DEFAULT_MODEL, callable_models
 from queueing import conf
 
 
@@ -13,9 +13,17 @@ class SubmitForm(forms.Form):
     model = forms.ChoiceField(choices=(), initial=DEFAULT_MODEL)
     priority = forms.ChoiceField(choices=(), initial="query")
     prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), max_length=200_000)
-    max_tokens = forms.IntegerField(min_value=1, max_value=64_000, initial=512)
+    # Each model's own cap is checked with the rest of the body (llm_calls.validation).
+    max_tokens = forms.IntegerField(min_value=1, initial=512)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.fields["model"].choices = [(m, m) for m in sorted(known_models())]  # type: ignore[attr-defined]
+        # Current models first, then legacy and deprecated ones; retired ones cannot be called.
+        order = {"active": 0, "legacy": 1, "deprecated": 2}
+        models = sorted(callable_models().values(), key=lambda i: (order[i.status], i.model_id))
+        self.fields["model"].choices = [  # type: ignore[attr-defined]
+            (i.model_id, i.model_id if i.status == "active" else f"{i.model_id} ({i.status})")
+            for i in models
+            if not i.limited_availability
+        ]
         self.fields["priority"].choices = [(p, p) for p in conf.priority_class_names()]  # type: ignore[attr-defined]

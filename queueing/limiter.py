@@ -29,7 +29,7 @@ reservation covers a request's real ITPM charge; and ITPM admission keeps a smal
 and over-reservation cost no throughput under saturation: the surplus returns at reconcile and
 the level simply hovers a little higher. ``observe_headers`` repairs whatever drift remains.
 
-Limits come from ``GATEWAY_RATE_LIMITS`` (default: Tier 1), corrected by an admin's
+Limits come from ``GATEWAY_RATE_LIMITS`` (default: Anthropic's Start tier), corrected by an admin's
 ``RateLimitOverride`` row, corrected in turn by the limits the server reports in its
 ``anthropic-ratelimit-*-limit`` headers (the server knows our real tier).
 
@@ -116,11 +116,6 @@ class Admission:
     binding: str | None
 
 
-def model_class(model_id: str) -> str:
-    """The rate-limit bucket family of a model id: "opus", "sonnet" or "haiku"."""
-    return catalog.model_class(model_id)
-
-
 def itpm_charge(usage: Usage, *, model: str | None = None) -> int:
     """Input tokens the ITPM bucket is charged for one response: uncached input + cache writes.
 
@@ -128,7 +123,7 @@ def itpm_charge(usage: Usage, *, model: str | None = None) -> int:
     """
     charged = usage.input_tokens + usage.cache_creation_input_tokens
     info = catalog.model_info(model) if model else None
-    if info is not None and not info.cache_reads_free_for_itpm:
+    if info is not None and info.cache_reads_count_for_itpm:
         charged += usage.cache_read_input_tokens
     return charged
 

@@ -10,10 +10,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
+
+from llm_calls import catalog
 
 
 class Organization(models.Model):
@@ -149,6 +152,10 @@ class LLMRequest(models.Model):
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
 
+    def message_params(self) -> dict[str, Any]:
+        """The Messages body this request sends (model and max_tokens live in their columns)."""
+        return {"model": self.model, "max_tokens": self.max_tokens, **self.params}
+
 
 class ApiToken(models.Model):
     """A bearer token for the JSON API, for services that are not a browser.
@@ -180,12 +187,10 @@ class RateLimitOverride(models.Model):
     unlimited. Other processes see a change within ``GATEWAY_LIMITER_OVERRIDE_CACHE_S`` seconds.
     """
 
-    class ModelClass(models.TextChoices):
-        OPUS = "opus", "Opus"
-        SONNET = "sonnet", "Sonnet"
-        HAIKU = "haiku", "Haiku"
-
-    model_class = models.CharField(max_length=16, choices=ModelClass.choices, unique=True)
+    # A rate-limit bucket of llm_calls.catalog ("sonnet-5-5", "opus-4", ...): the catalog
+    # changes as Anthropic ships models, so the choices are checked in clean(), not frozen
+    # into a migration.
+    model_class = models.CharField(max_length=32, unique=True)
     rpm = models.PositiveIntegerField(
         null=True, blank=True, help_text="Requests per minute; empty keeps the setting."
     )
@@ -203,6 +208,13 @@ class RateLimitOverride(models.Model):
 
     def __str__(self) -> str:
         return f"Rate limit override for {self.model_class}"
+
+    def clean(self) -> None:
+        buckets = catalog.model_classes()
+        if self.model_class not in buckets:
+            raise ValidationError(
+                {"model_class": f"unknown rate-limit bucket; choose one of {', '.join(buckets)}"}
+            )
 
 
 @receiver([post_save, post_delete], sender=RateLimitOverride)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Unpack
 
 import redis
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -33,6 +33,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 
 from llm_calls import catalog, response_cache
+from llm_calls.params import ROW_COLUMNS, MessageParams, given
 from llm_calls.retry import ClaudeCallError
 from llm_calls.services import send_message
 from llm_calls.tokens import estimate_input_tokens
@@ -88,17 +89,16 @@ def check_submission(
     *,
     user: AbstractBaseUser | AnonymousUser | None,
     session_id: Any,
-    model: Any,
-    messages: Any,
-    max_tokens: Any,
     priority: Any,
-    system: Any = None,
-    tools: Any = None,
-    temperature: Any = None,
-    stop_sequences: Any = None,
-    metadata: Any = None,
+    params: Mapping[str, Any],
+    use_batch: bool = False,
 ) -> Submission:
-    """Validate everything a caller sends; raise InvalidRequest naming the first problem."""
+    """Validate everything a caller sends; raise InvalidRequest naming the first problem.
+
+    ``params`` is the Messages body (``llm_calls.params.MessageParams``); ``None`` values count
+    as not given. The model's own rules apply (``llm_calls.validation``), and a body going
+    into a Message Batch (``use_batch``) must also be one the Batches API accepts.
+    """
     if (
         user is None
         or not getattr(user, "is_authenticated", False)
@@ -115,36 +115,39 @@ def check_submission(
         raise InvalidRequest(
             "priority", f"unknown priority {priority!r}; choose one of: {', '.join(classes)}"
         )
-    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
-    for key, value in (
-        ("system", system),
-        ("tools", tools),
-        ("temperature", temperature),
-        ("stop_sequences", stop_sequences),
-        ("metadata", metadata),
-    ):
-        if value is not None:
-            body[key] = value
-    check_message_params(body)
+    body = given(params)
+    if "stream" in body:
+        raise InvalidRequest("stream", "is chosen by the gateway; leave it out")
+    check_message_params(body, for_batch=use_batch)
     estimated = estimate_input_tokens(body)
-    worst_tokens = estimated + int(max_tokens)
+    max_tokens = int(body["max_tokens"])
     return Submission(
         body=body,
         estimated_input_tokens=estimated,
-        worst_case_tokens=worst_tokens,
+        worst_case_tokens=estimated + max_tokens,
         worst_case_usd=_worst_case_usd(
-            model=str(model), input_tokens=estimated, max_tokens=int(max_tokens)
+            body=body, prompt_tokens=estimated, max_tokens=max_tokens, batch=use_batch
         ),
     )
 
 
-def _worst_case_usd(*, model: str, input_tokens: int, max_tokens: int) -> Decimal:
+def _worst_case_usd(
+    *, body: Mapping[str, Any], prompt_tokens: int, max_tokens: int, batch: bool
+) -> Decimal:
     """The most this call can cost (quota reservations); 0 when no price is on file yet."""
-    price = usage_services.price_for(model=model, on=timezone.now().date())
+    price = usage_services.price_for(
+        model=str(body["model"]),
+        on=timezone.now().date(),
+        speed=str(body.get("speed") or "standard"),
+    )
     if price is None:
         return Decimal(0)
     return pricing.worst_case_cost_usd(
-        price=price, input_tokens=input_tokens, max_tokens=max_tokens
+        price=price,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        inference_geo=str(body.get("inference_geo") or ""),
+        batch=batch,
     )
 
 
@@ -178,7 +181,7 @@ def _persist(
         session_id=session_id,
         model=body["model"],
         priority=priority,
-        params={k: v for k, v in body.items() if k not in ("model", "max_tokens")},
+        params={k: v for k, v in body.items() if k not in ROW_COLUMNS},
         max_tokens=body["max_tokens"],
         status=Status.QUEUED,
         estimated_input_tokens=submission.estimated_input_tokens,
@@ -247,10 +250,12 @@ def _accept(
     use_response_cache: bool,
     response_cache_shared: bool,
     use_batch: bool,
-    body: dict[str, Any],
+    params: Mapping[str, Any],
 ) -> tuple[LLMRequest, Submission]:
     """Both entry points start here: validate everything, then save the row (status queued)."""
-    submission = check_submission(user=user, session_id=session_id, priority=priority, **body)
+    submission = check_submission(
+        user=user, session_id=session_id, priority=priority, params=params, use_batch=use_batch
+    )
     request = _persist(
         user=user,
         session_id=session_id,
@@ -267,23 +272,19 @@ def submit_request(
     *,
     user: Any,
     session_id: str,
-    model: str,
-    messages: Sequence[Mapping[str, Any]],
-    max_tokens: int,
     priority: str = "query",
-    system: str | Sequence[Mapping[str, Any]] | None = None,
-    tools: Sequence[Mapping[str, Any]] | None = None,
-    temperature: float | None = None,
-    stop_sequences: Sequence[str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
     use_response_cache: bool = False,
     response_cache_shared: bool = False,
     batch: bool = False,
+    **params: Unpack[MessageParams],
 ) -> LLMRequest:
     """Queue one Messages call and return its row at once (status ``queued``).
 
-    Raises InvalidRequest (nothing written) or QuotaExceeded (row kept as ``rejected``, so what a
-    user submitted is never lost). Wait for the answer with ``wait_for_result``.
+    The Messages body comes as keyword arguments (``model``, ``max_tokens``, ``messages``,
+    ``system``, ``tools``, ``tool_choice``, ``thinking``, ``output_config``, … — every field of
+    ``llm_calls.params.MessageParams``). Raises InvalidRequest (nothing written) or
+    QuotaExceeded (row kept as ``rejected``, so what a user submitted is never lost). Wait for
+    the answer with ``wait_for_result``.
     """
     request, submission = _accept(
         user=user,
@@ -292,16 +293,7 @@ def submit_request(
         use_response_cache=use_response_cache,
         response_cache_shared=response_cache_shared,
         use_batch=batch or priority in conf.batch_priority_classes(),
-        body={
-            "model": model,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "system": system,
-            "tools": tools,
-            "temperature": temperature,
-            "stop_sequences": stop_sequences,
-            "metadata": metadata,
-        },
+        params=params,
     )
     try:
         _admit_quota(request=request, submission=submission)
@@ -335,18 +327,11 @@ def call_claude(
     *,
     user: Any,
     session_id: str,
-    model: str,
-    messages: Sequence[Mapping[str, Any]],
-    max_tokens: int,
     priority: str = "interactive",
-    system: str | Sequence[Mapping[str, Any]] | None = None,
-    tools: Sequence[Mapping[str, Any]] | None = None,
-    temperature: float | None = None,
-    stop_sequences: Sequence[str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
     use_response_cache: bool = False,
     response_cache_shared: bool = False,
     timeout_s: float | None = None,
+    **params: Unpack[MessageParams],
 ) -> LLMRequest:
     """Answer inline: quota and limiter apply, the queue does not. Returns the succeeded row.
 
@@ -360,16 +345,7 @@ def call_claude(
         use_response_cache=use_response_cache,
         response_cache_shared=response_cache_shared,
         use_batch=False,
-        body={
-            "model": model,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "system": system,
-            "tools": tools,
-            "temperature": temperature,
-            "stop_sequences": stop_sequences,
-            "metadata": metadata,
-        },
+        params=params,
     )
     _admit_quota(request=request, submission=submission)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -552,7 +528,7 @@ def _run_dispatched(*, request: LLMRequest, reservation: Reservation | None, dis
         except redis.RedisError as error:
             log.warning("could not learn from response headers (%s); carrying on", error)
 
-    body = {"model": request.model, "max_tokens": request.max_tokens, **request.params}
+    body = request.message_params()
     scope = response_cache.scope_for(
         user_id=request.user_id,
         organization_id=request.organization_id,
@@ -574,6 +550,7 @@ def _run_dispatched(*, request: LLMRequest, reservation: Reservation | None, dis
         with cpu_gate.waiting():
             result = send_message(
                 params=body,
+                cache_rates=usage_services.cache_rates(model=request.model, on=started_at.date()),
                 before_attempt=before_attempt,
                 on_attempt=on_attempt,
                 on_response_headers=on_headers,

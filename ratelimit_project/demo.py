@@ -56,7 +56,9 @@ from django.db import transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
+from llm_calls import catalog
 from llm_calls.emulator.process import EmulatorProcess
+from llm_calls.params import MessageParams
 from llm_calls.tokens import estimate_input_tokens
 from llm_calls.validation import InvalidRequest
 from queueing import conf as queue_conf
@@ -71,11 +73,14 @@ T = TypeVar("T")
 Status = LLMRequest.Status
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-EMULATOR_MODEL = "claude-sonnet-4-6"
-# A second model of the same rate-limit class, so "usage by model" has two rows while every
-# call still competes for the one set of sonnet buckets the load is sized against.
-EMULATOR_SECOND_MODEL = "claude-sonnet-4-5"
-REAL_MODEL = "claude-haiku-4-5"
+# Today's models: most calls on Sonnet 5.5, some on Haiku 5.5, so "usage by model" has two rows
+# at two prices. Each has its own rate-limit bucket; the load is sized against Sonnet 5.5's.
+EMULATOR_MODEL = catalog.DEFAULT_MODEL
+EMULATOR_SECOND_MODEL = catalog.DEFAULT_SMALL_MODEL
+REAL_MODEL = catalog.DEFAULT_SMALL_MODEL
+# Small per-minute limits (the size of the old Tier 1), so one minute of traffic at twice the
+# limit shows a real queue; the emulator and the gateway's limiter both use them.
+DEMO_LIMITS = {"rpm": 50, "itpm": 30_000, "otpm": 8_000}
 REAL_MAX_REQUESTS = 10
 REAL_MAX_TOKENS = 64
 MAX_TOKENS = 160
@@ -545,7 +550,7 @@ class DemoStack:
         self.redis_owned = False
         self.port: int | None = None
         self.pids = pid_file()
-        self.limits = queue_conf.rate_limits()["sonnet"]
+        self.limits = queue_conf.ConfiguredLimits(**DEMO_LIMITS)
         self.emulator_config: dict[str, Any] = {
             "rpm": self.limits.rpm,
             "itpm": self.limits.itpm,
@@ -584,9 +589,8 @@ class DemoStack:
             env["ANTHROPIC_BASE_URL"] = self.emulator.base_url
             env["ANTHROPIC_API_KEY"] = EMULATOR_API_KEY
             # The emulator limits every model class alike; tell the limiter exactly that.
-            limits = {"rpm": self.limits.rpm, "itpm": self.limits.itpm, "otpm": self.limits.otpm}
             env["GATEWAY_RATE_LIMITS_JSON"] = json.dumps(
-                {name: limits for name in ("opus", "sonnet", "haiku")}
+                {bucket: DEMO_LIMITS for bucket in catalog.model_classes()}
             )
             # Bulk goes through Message Batches; shorter waits let its results land in the demo.
             env.setdefault("BATCH_MAX_WAIT_S", "5")
@@ -785,21 +789,32 @@ class Traffic:
             max_tokens = REAL_MAX_TOKENS
             model = REAL_MODEL
         else:
-            # The emulator answers with exactly this many tokens (see ANTHROPIC_API.md).
-            text += f" [[emulator:output_tokens={self.rng.randint(30, 120)}]]"
+            # The emulator answers with exactly this many tokens of text, after this many of
+            # adaptive thinking (on by default on the 5.x models; see docs/emulator.md).
+            text += (
+                f" [[emulator:output_tokens={self.rng.randint(30, 100)}]]"
+                f" [[emulator:thinking_tokens={self.rng.randint(0, 40)}]]"
+            )
             max_tokens = MAX_TOKENS
             model = EMULATOR_SECOND_MODEL if self.rng.random() < 0.15 else EMULATOR_MODEL
         messages = [*session.history, {"role": "user", "content": text}]
+        params: MessageParams = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "system": self.system,
+            "tools": self.tools,
+        }
+        if self.real:
+            # Haiku 5.5 thinks adaptively by default, and thinking is output: within 64 tokens
+            # it could leave no answer at all.
+            params["thinking"] = {"type": "disabled"}
         try:
             row = queue_services.submit_request(
                 user=user,
                 session_id=session.session_id(user.username, self.run_tag),
-                model=model,
-                messages=messages,
-                max_tokens=max_tokens,
                 priority=priority,
-                system=self.system,
-                tools=self.tools,
+                **params,
             )
         except queue_services.QuotaExceeded:
             self.counters.rejected += 1
@@ -1161,6 +1176,7 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
     if not options.real:
         body_tokens = estimate_input_tokens(
             {
+                "model": EMULATOR_MODEL,
                 "system": traffic.system,
                 "tools": traffic.tools,
                 "messages": [{"role": "user", "content": "x"}],
@@ -1219,6 +1235,7 @@ def _real_worst_case() -> str:
         return "unknown (no price on file)"
     tokens = estimate_input_tokens(
         {
+            "model": REAL_MODEL,
             "system": handbook_prompt(),
             "tools": [request_tool()],
             "messages": [{"role": "user", "content": "x" * 200}],
@@ -1226,7 +1243,7 @@ def _real_worst_case() -> str:
     )
     # The quota's bound: every input token written to a 1-hour cache, max_tokens of output.
     per_call = pricing.worst_case_cost_usd(
-        price=price, input_tokens=tokens, max_tokens=REAL_MAX_TOKENS
+        price=price, prompt_tokens=tokens, max_tokens=REAL_MAX_TOKENS
     )
     return f"${per_call * REAL_MAX_REQUESTS:.2f}"
 

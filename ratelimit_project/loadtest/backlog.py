@@ -22,13 +22,15 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
+from llm_calls import catalog
 from queueing import conf, services
 from queueing.limiter import get_limiter
 from queueing.models import LLMRequest, Membership, Organization
 from ratelimit_project.loadtest.stack import Stack
 
-MODEL = "claude-sonnet-4-6"
-MODEL_CLASS = "sonnet"
+# Every scenario runs on today's default model and counts in its rate-limit bucket.
+MODEL = catalog.DEFAULT_MODEL
+MODEL_CLASS = catalog.model_class(MODEL)
 Status = LLMRequest.Status
 _WORDS = [
     "queue", "limiter", "bucket", "token", "request", "answer", "model", "share", "fair",

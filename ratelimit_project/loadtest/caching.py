@@ -22,6 +22,7 @@ emulator subprocess and a private redis-server:
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import random
 import threading
@@ -41,9 +42,9 @@ from llm_calls.retry import ClaudeCallError, RetryPolicy
 from llm_calls.services import send_message
 from llm_calls.types import Usage
 from ratelimit_project import redis as project_redis
-from usage import pricing
+from ratelimit_project.loadtest.backlog import MODEL
+from usage import price_sheets, pricing
 
-MODEL = "claude-sonnet-4-6"
 DEFAULTS = {
     "users": 8,
     "requests": 60,
@@ -180,8 +181,8 @@ def _ledger_usages(emulator: EmulatorProcess) -> list[Usage]:
 
 
 def _costs(usages: list[Usage]) -> dict[str, Any]:
-    p_in, p_out = pricing.LIST_PRICES[MODEL]
-    price = pricing.Price(input_usd_per_mtok=p_in, output_usd_per_mtok=p_out)
+    price = price_sheets.shipped_price(model=MODEL, on=dt.date.today())
+    assert price is not None, f"the shipped price sheet has no price for {MODEL}"
     billed = sum((pricing.call_cost_usd(usage=u, price=price) for u in usages), Decimal(0))
     uncached = sum((pricing.uncached_cost_usd(usage=u, price=price) for u in usages), Decimal(0))
     total_input = sum(u.total_input_tokens for u in usages)

@@ -37,9 +37,9 @@ from llm_calls.emulator.process import EmulatorProcess
 from queueing import services
 from queueing.dispatcher import llm_queue
 from queueing.models import LLMRequest
+from ratelimit_project.loadtest.backlog import MODEL, MODEL_CLASS
 from ratelimit_project.loadtest.stack import Stack, cpu_s, make_users, quiet_http_logs, rss_mb
 
-MODEL = "claude-sonnet-4-6"
 # The AOF policy of the embedded Redis (the default deployment), not the test default "always".
 REDIS_APPENDFSYNC = "everysec"
 UNLIMITED = {"rpm": 0, "itpm": 0, "otpm": 0}
@@ -231,7 +231,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                 "seed": 1,
                 "chars_per_token": float(options.get("chars_per_token") or 4.0),
             },
-            rate_limits={"sonnet": UNLIMITED},
+            rate_limits={MODEL_CLASS: UNLIMITED},
             redis_appendfsync=REDIS_APPENDFSYNC,
             debug=False,  # production settings: DEBUG off
         ) as stack,

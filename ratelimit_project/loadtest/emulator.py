@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from llm_calls.emulator.process import EmulatorProcess
+from ratelimit_project.loadtest.backlog import MODEL
 
 DEFAULT_DURATION_S = 10.0
 DEFAULT_CONCURRENCY = 64
@@ -34,7 +35,7 @@ def add_arguments(parser: ArgumentParser) -> None:
 
 def _body(number: int, *, stream: bool) -> dict[str, Any]:
     return {
-        "model": "claude-sonnet-4-6",
+        "model": MODEL,
         "max_tokens": 200,
         "stream": stream,
         "messages": [

@@ -50,11 +50,11 @@ from django.utils import timezone
 from queueing import journal, services
 from queueing.models import LLMRequest, Membership, Organization
 from ratelimit_project import redis as project_redis
+from ratelimit_project.loadtest.backlog import MODEL, MODEL_CLASS
 from ratelimit_project.loadtest.stack import Stack
 from usage import services as usage_services
 from usage.models import AuditLog
 
-MODEL = "claude-sonnet-4-6"
 DEFAULT_DURATION_S = 60.0
 DEFAULTS: dict[str, float] = {
     "rate": 5.0,  # submitted requests per second
@@ -491,7 +491,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     for name in ("llm_calls.retry", "queueing.services", "queueing.dispatcher"):
         logging.getLogger(name).setLevel(logging.ERROR)
     began = time.monotonic()
-    with Stack(emulator=emulator, rate_limits={"sonnet": limits}, worker_env=worker_env) as stack:
+    with Stack(
+        emulator=emulator, rate_limits={MODEL_CLASS: limits}, worker_env=worker_env
+    ) as stack:
         usage_services.prices_seed_defaults()
         users = _make_users(int(cfg["users"]))
         for _ in range(int(cfg["workers"])):

@@ -30,11 +30,11 @@ from llm_calls.client import naive_client
 from llm_calls.types import Usage
 from queueing import services
 from queueing.models import LLMRequest
+from ratelimit_project.loadtest.backlog import MODEL, MODEL_CLASS
 from ratelimit_project.loadtest.stack import Stack, make_users, percentile, quiet_http_logs
 from usage import services as usage_services
 from usage.models import AuditLog
 
-MODEL = "claude-sonnet-4-6"
 # The AOF policy of the embedded Redis (the default deployment), not the test default "always".
 REDIS_APPENDFSYNC = "everysec"
 UNLIMITED = {"rpm": 0, "itpm": 0, "otpm": 0}
@@ -176,7 +176,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                 "seed": 1,
                 "chars_per_token": float(options.get("chars_per_token") or 4.0),
             },
-            rate_limits={"sonnet": UNLIMITED},
+            rate_limits={MODEL_CLASS: UNLIMITED},
             redis_appendfsync=REDIS_APPENDFSYNC,
             debug=False,  # production settings: DEBUG off
         ) as stack,

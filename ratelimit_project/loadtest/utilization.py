@@ -65,12 +65,11 @@ from llm_calls.emulator.ledger import key_fingerprint
 from llm_calls.tokens import estimate_input_tokens
 from queueing import services
 from queueing.models import LLMRequest
+from ratelimit_project.loadtest.backlog import MODEL, MODEL_CLASS
 from ratelimit_project.loadtest.stack import Stack, make_users, percentile, quiet_http_logs
 
-MODEL = "claude-sonnet-4-6"
 # The AOF policy of the embedded Redis (the default deployment), not the test default "always".
 REDIS_APPENDFSYNC = "everysec"
-MODEL_CLASS = "sonnet"
 PIPELINE_KEY = "sk-ant-bench-key"  # what Stack gives the gateway
 NAIVE_KEY = "sk-ant-bench-naive"
 DEFAULT_DURATION_S = 90.0

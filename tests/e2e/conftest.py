@@ -25,7 +25,7 @@ from llm_calls.emulator.process import EmulatorProcess
 from queueing.models import LLMRequest
 from usage import services as usage_services
 
-MODEL = "claude-sonnet-4-6"
+MODEL = "claude-sonnet-5-5"
 
 
 @pytest.fixture

@@ -66,6 +66,10 @@ CIRCULAR: dict[str, Any] = {}
 CIRCULAR["self"] = CIRCULAR
 
 
+def schema_tool(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": "t", "input_schema": {"type": "object", "properties": {"p": schema}}}]
+
+
 def nested(depth: int) -> dict[str, Any]:
     value: dict[str, Any] = {}
     for _ in range(depth):
@@ -225,10 +229,12 @@ CASES = [
     c("submit", {"stop_sequences": [""]}, "stop_sequences", id="submit-empty-stop-sequence"),
     c("submit", {"metadata": ["x"]}, "metadata", id="submit-metadata-not-object"),
     c("submit", {"messages": OVER_32_MB}, "body", id="submit-over-32MB"),
-    c("submit", {"metadata": {"tags": {"a", "b"}}}, "body", id="submit-set-is-not-json"),
-    c("submit", {"metadata": {"score": float("nan")}}, "body", id="submit-nan-is-not-json"),
-    c("submit", {"metadata": CIRCULAR}, "body", id="submit-circular-metadata"),
-    c("submit", {"metadata": nested(5000)}, "body", id="submit-nested-too-deeply"),
+    # A tool's input_schema is free-form JSON, so it is where a caller can hand over a value
+    # JSON cannot carry.
+    c("submit", {"tools": schema_tool({"enum": {"a", "b"}})}, "body", id="submit-set-is-not-json"),
+    c("submit", {"tools": schema_tool({"max": float("nan")})}, "body", id="submit-nan-is-not-json"),
+    c("submit", {"tools": schema_tool(CIRCULAR)}, "body", id="submit-circular-schema"),
+    c("submit", {"tools": schema_tool(nested(5000))}, "body", id="submit-nested-too-deeply"),
     c("submit", {"user": "anonymous"}, "user", id="submit-anonymous-user"),
     c("submit", {"user": "inactive", "deactivate": True}, "user", id="submit-inactive-user"),
     # --- call_claude (the synchronous door) ---------------------------------------------------
@@ -262,7 +268,7 @@ CASES = [
     c("api", {**VALID, "messages": []}, "messages", id="api-empty-messages"),
     c(
         "api",
-        b'{"session_id": "s", "model": "claude-sonnet-4-6", "max_tokens": 5,'
+        b'{"session_id": "s", "model": "claude-sonnet-5-5", "max_tokens": 5,'
         b' "messages": [{"role": "user", "content": "bad \\ud800"}]}',
         "messages[0].content",
         id="api-lone-surrogate-escape",

@@ -37,7 +37,7 @@ from tests.usage.factories import make_user
 from usage.models import AuditLog
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = "claude-sonnet-4-6"
+MODEL = "claude-sonnet-5-5"
 TOKEN_FIELDS = (
     "input_tokens",
     "output_tokens",

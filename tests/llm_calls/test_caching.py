@@ -16,6 +16,7 @@ from llm_calls.caching import (
     hourly_cost,
     plan_cache,
 )
+from llm_calls.types import CacheRates
 from llm_calls.validation import InvalidRequest, check_message_params
 
 MODEL = "claude-sonnet-4-6"  # minimum cacheable prefix 1,024 tokens
@@ -371,3 +372,40 @@ def test_same_prefix_hash_for_string_and_block_forms() -> None:
     assert as_string.added[0].prefix_hash == as_block.added[0].prefix_hash
     different = plan_cache(params=body(system="T" * 24_000), reuse=None)
     assert different.added[0].prefix_hash != as_string.added[0].prefix_hash
+
+
+def test_cheaper_cache_reads_make_caching_pay_at_longer_intervals() -> None:
+    # Reused every 56 minutes (r = 1.07 uses/hour): at the classic read price of 0.1x a 1-hour
+    # write (2 + 0.107 = 2.107) costs more than not caching (2.071); at Fable 5.1/5.2's 0.025x
+    # it costs 2.027 and wins.
+    interval = 56 * 60
+    r = 3600 / interval
+    assert choose_ttl(reuses_per_hour=r, interval_s=interval) is None
+    fable = CacheRates(write_5m=1.25, write_1h=2.0, read=0.025)
+    assert hourly_cost(ttl="1h", reuses_per_hour=r, interval_s=interval, rates=fable) == (
+        pytest.approx(2 + 0.025 * r)
+    )
+    assert choose_ttl(reuses_per_hour=r, interval_s=interval, rates=fable) == "1h"
+
+
+def test_the_planner_weighs_the_models_own_rates() -> None:
+    params = body()  # a 6,000-token system prompt
+    hashes = hashes_of(params)
+    classic = plan_cache(params=params, reuse=seen(hashes, system=56 * 60))
+    assert marks(classic.body) == []
+    fable = plan_cache(
+        params=params,
+        reuse=seen(hashes, system=56 * 60),
+        rates=CacheRates(write_5m=1.25, write_1h=2.0, read=0.025),
+    )
+    assert marks(fable.body) == [("system[0]", "1h")]
+
+
+def test_five_x_models_cache_from_512_tokens_on_their_own_tokenizer() -> None:
+    # 2,000 characters: 500 tokens on Sonnet 4.6 (below its 1,024), 650 on Sonnet 5.5's newer
+    # tokenizer (above its 512).
+    params = body(system="S" * 2_000)
+    assert marks(plan_cache(params=params, reuse=None).body) == []
+    newer = plan_cache(params={**params, "model": "claude-sonnet-5-5"}, reuse=None)
+    assert marks(newer.body) == [("system[0]", "5m")]
+    assert newer.breakpoints[0].prefix_tokens == math.ceil(2_000 / (4 / 1.3))

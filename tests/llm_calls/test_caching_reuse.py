@@ -19,7 +19,7 @@ from llm_calls.services import send_message
 from llm_calls.validation import check_message_params
 from ratelimit_project.redis import free_port
 
-MODEL = "claude-sonnet-4-6"
+MODEL = "claude-sonnet-5-5"
 SYSTEM = "You are the support assistant of Example Corp. " * 520  # 6,110 tokens
 FAST = RetryPolicy(max_retries=2, base_s=0.01, cap_s=0.05, total_cap_s=10.0)
 

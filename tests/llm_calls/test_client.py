@@ -18,7 +18,7 @@ from llm_calls.emulator.process import EmulatorProcess
 from llm_calls.retry import ClaudeCallError, RetryPolicy
 from llm_calls.services import message_result_from_api, send_message
 
-MODEL = "claude-sonnet-4-6"
+MODEL = "claude-sonnet-5-5"
 KEY = "sk-ant-api03-client-tests-SECRET-0123456789"
 FAST = RetryPolicy(max_retries=5, base_s=0.01, cap_s=0.05, total_cap_s=30.0)
 
@@ -194,14 +194,16 @@ def test_cache_write_split_by_ttl_then_read(claude: EmulatorProcess, stream: boo
 
 
 def test_body_fields_unknown_to_the_sdk_reach_the_api_verbatim(claude: EmulatorProcess) -> None:
-    # temperature is not in this SDK version's create() signature; the API must still see it.
+    # The body goes to the API as given, so the API's own verdict on a field reaches the
+    # caller (temperature: Claude 4.7 and later refuse it; Haiku 4.5 takes 0..1).
+    legacy = "claude-haiku-4-5"
     with pytest.raises(ClaudeCallError) as caught:
-        send_message(params=body(temperature=7), policy=FAST)
+        send_message(params=body(temperature=7, model=legacy), policy=FAST)
 
     assert caught.value.last_status == 400
     assert "temperature" in str(caught.value)
     assert len(claude.log()) == 1
-    assert send_message(params=body(temperature=0.5), policy=FAST).text
+    assert send_message(params=body(temperature=0.5, model=legacy), policy=FAST).text
 
 
 @pytest.mark.parametrize(

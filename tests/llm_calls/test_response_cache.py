@@ -14,7 +14,7 @@ from llm_calls.retry import RetryPolicy
 from llm_calls.services import send_message
 from llm_calls.types import Attempt, MessageResult, Usage
 
-MODEL = "claude-sonnet-4-6"
+MODEL = "claude-sonnet-5-5"
 FAST = RetryPolicy(max_retries=1, base_s=0.01, cap_s=0.05, total_cap_s=5.0)
 
 
@@ -22,7 +22,6 @@ def body(question: str = "What is 2 + 2?", **extra: Any) -> dict[str, Any]:
     return {
         "model": MODEL,
         "max_tokens": 50,
-        "temperature": 0,
         "system": "Answer briefly. " * 300,  # 1,200 tokens: the planner marks it
         "messages": [{"role": "user", "content": question}],
         **extra,

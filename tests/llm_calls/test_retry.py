@@ -20,7 +20,7 @@ from llm_calls.retry import (
 from llm_calls.services import send_message
 from llm_calls.types import Attempt
 
-MODEL = "claude-sonnet-4-6"
+MODEL = "claude-sonnet-5-5"
 # Tiny waits so retries cost milliseconds; the retry-after tests use the server's floor.
 FAST = RetryPolicy(max_retries=5, base_s=0.01, cap_s=0.05, total_cap_s=30.0)
 

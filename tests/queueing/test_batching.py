@@ -26,7 +26,7 @@ from usage import pricing
 from usage import services as usage_services
 from usage.models import AuditLog
 
-MODEL = "claude-sonnet-4-6"
+MODEL = "claude-sonnet-5-5"
 FAST = RetryPolicy(max_retries=1, base_s=0.01, cap_s=0.05, total_cap_s=5.0)
 Status = LLMRequest.Status
 

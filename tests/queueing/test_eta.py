@@ -10,11 +10,14 @@ import time
 
 import pytest
 
+from llm_calls.catalog import model_class
+from llm_calls.tokens import chars_per_token_for
 from queueing import eta, services
 from queueing.limiter import get_limiter
 from tests.usage.factories import make_user
 
-MODEL = "claude-sonnet-4-6"
+MODEL = "claude-sonnet-5-5"
+BUCKET = model_class(MODEL)
 # A slow bucket (100 input tokens per second), so the refill while a test sets up is noise.
 ITPM = 6_000
 REFILL = ITPM / 60
@@ -23,7 +26,7 @@ HEADROOM = 0.02 * ITPM  # the limiter keeps this free above a request's amount
 
 @pytest.fixture
 def limited(settings, redis_client, db):
-    settings.GATEWAY_RATE_LIMITS = {"sonnet": {"rpm": 0, "itpm": ITPM, "otpm": 0}}
+    settings.GATEWAY_RATE_LIMITS = {BUCKET: {"rpm": 0, "itpm": ITPM, "otpm": 0}}
     settings.GATEWAY_BATCH_PRIORITY_CLASSES = []
     return settings
 
@@ -32,14 +35,14 @@ def empty_bucket(settings) -> None:
     """Take everything the ITPM bucket holds (the limiter's headroom rule switched off for it)."""
     settings.GATEWAY_LIMITER_HEADROOM = {"itpm": 0.0}
     limiter = get_limiter()
-    level = limiter.state(model_class="sonnet")["levels"]["itpm"]
-    assert limiter.try_reserve(model_class="sonnet", input_tokens=int(level), output_tokens=0)
+    level = limiter.state(model_class=BUCKET)["levels"]["itpm"]
+    assert limiter.try_reserve(model_class=BUCKET, input_tokens=int(level), output_tokens=0)
     del settings.GATEWAY_LIMITER_HEADROOM
 
 
 def ask(user, input_tokens: int, priority: str = "query"):
-    # The local estimate is ceil(chars / 4) + 4 per message.
-    text = "x" * ((input_tokens - 4) * 4)
+    # The local estimate is ceil(chars / chars-per-token of the model's tokenizer) + 4 per message.
+    text = "x" * int((input_tokens - 4) * chars_per_token_for(MODEL))
     row = services.submit_request(
         user=user,
         session_id="eta",

@@ -12,6 +12,7 @@ import pytest
 import redis
 from django.test import override_settings
 
+from llm_calls.catalog import model_class
 from llm_calls.types import Usage
 from queueing.limiter import (
     Limits,
@@ -19,7 +20,6 @@ from queueing.limiter import (
     configured_limits,
     get_limiter,
     itpm_charge,
-    model_class,
 )
 from queueing.models import RateLimitOverride
 
@@ -363,10 +363,17 @@ def test_keys_are_namespaced_and_expire(redis_client) -> None:
     assert admission.reservation is not None
 
 
-def test_model_class_and_itpm_charge() -> None:
-    assert model_class("claude-opus-4-8") == "opus"
-    assert model_class("claude-haiku-4-5") == "haiku"
-    assert model_class("claude-sonnet-4-6") == "sonnet"
+def test_rate_limit_buckets_and_itpm_charge() -> None:
+    # Opus 4.x share one bucket and Sonnet 4.x another; each 5.x model has its own, except
+    # that every Fable 5.x shares one.
+    assert model_class("claude-opus-4-8") == model_class("claude-opus-4-6") == "opus-4"
+    assert model_class("claude-sonnet-4-6") == "sonnet-4"
+    assert model_class("claude-haiku-4-5") == "haiku-4-5"
+    assert model_class("claude-sonnet-5-5") == "sonnet-5-5"
+    assert model_class("claude-sonnet-5") == "sonnet-5"
+    assert model_class("claude-opus-5-5") != model_class("claude-opus-5")
+    assert model_class("claude-fable-5-2") == model_class("claude-fable-5-1") == "fable-5"
+    assert model_class("claude-haiku-4-5-20251001") == "haiku-4-5"  # a dated alias
     usage = Usage(input_tokens=100, cache_creation_input_tokens=50, cache_read_input_tokens=1_000)
     assert itpm_charge(usage) == 150  # cache reads are free
     assert itpm_charge(usage, model="claude-3-5-haiku-latest") == 1_150  # except on Haiku 3.5
@@ -375,9 +382,10 @@ def test_model_class_and_itpm_charge() -> None:
 @pytest.mark.django_db
 def test_limits_settings_then_admin_override_then_learned(redis_client) -> None:
     with override_settings(GATEWAY_RATE_LIMITS={"sonnet": {"rpm": 7, "itpm": 700}}):
-        assert configured_limits("sonnet") == Limits(rpm=7, itpm=700, otpm=8_000)
+        # Dimensions left out keep the Start tier's.
+        assert configured_limits("sonnet") == Limits(rpm=7, itpm=700, otpm=400_000)
         RateLimitOverride.objects.create(model_class="sonnet", itpm=900)
-        assert configured_limits("sonnet") == Limits(rpm=7, itpm=900, otpm=8_000)
+        assert configured_limits("sonnet") == Limits(rpm=7, itpm=900, otpm=400_000)
         limiter = RedisRateLimiter()
         assert limiter.state(model_class="sonnet", now=T0)["levels"]["itpm"] == 900
         limiter.observe_headers(
@@ -387,8 +395,9 @@ def test_limits_settings_then_admin_override_then_learned(redis_client) -> None:
             now=T0,
         )
         assert limiter.state(model_class="sonnet", now=T0)["limits"]["effective"]["itpm"] == 1_200
-    RateLimitOverride.objects.all().delete()
-    assert configured_limits("sonnet").itpm == 30_000  # back to the Tier 1 default
+        RateLimitOverride.objects.all().delete()
+        assert configured_limits("sonnet").itpm == 700  # back to the setting
+    assert configured_limits("sonnet-5-5").itpm == 2_000_000  # the Start tier by default
 
 
 def _reserve_many(url: str, count: int, start, out) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ def test_metrics_show_queue_depth_in_flight_and_limiter_state(redis_client) -> N
         services.submit_request(
             user=user,
             session_id="m",
-            model="claude-sonnet-4-6",
+            model="claude-sonnet-5-5",
             messages=[{"role": "user", "content": "wait for me"}],
             max_tokens=100,
             priority="interactive",
@@ -31,8 +31,8 @@ def test_metrics_show_queue_depth_in_flight_and_limiter_state(redis_client) -> N
     assert 'claude_gateway_queue_depth_user_requests{user="queued-up"} 3.0' in body
     assert 'claude_gateway_llm_requests{status="queued"} 3.0' in body
     assert "claude_gateway_in_flight 0.0" in body
-    assert 'claude_gateway_limiter_level{bucket="requests",model_class="sonnet"} 50.0' in body
-    assert 'claude_gateway_rate_limit_errors_total{model_class="sonnet"} 0.0' in body
+    assert 'claude_gateway_limiter_level{bucket="requests",model_class="sonnet-5-5"} 1000.0' in body
+    assert 'claude_gateway_rate_limit_errors_total{model_class="sonnet-5-5"} 0.0' in body
 
 
 @pytest.mark.django_db
@@ -42,7 +42,7 @@ def test_staff_queue_page_and_users_positions_show_the_same_queue(redis_client) 
         services.submit_request(
             user=user,
             session_id="q",
-            model="claude-sonnet-4-6",
+            model="claude-sonnet-5-5",
             messages=[{"role": "user", "content": f"question {i}"}],
             max_tokens=100,
         )

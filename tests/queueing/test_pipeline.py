@@ -9,7 +9,7 @@ from queueing.models import LLMRequest
 from tests.usage.factories import make_user
 from usage.models import AuditLog
 
-MODEL = "claude-sonnet-4-6"
+MODEL = "claude-sonnet-5-5"
 
 
 def ask(user, text: str = "Hello there", **kw):
@@ -18,7 +18,8 @@ def ask(user, text: str = "Hello there", **kw):
         session_id=kw.pop("session_id", "s-1"),
         model=MODEL,
         messages=[{"role": "user", "content": text}],
-        max_tokens=kw.pop("max_tokens", 50),
+        # Room for Sonnet 5.5's default adaptive thinking (thinking is output) and an answer.
+        max_tokens=kw.pop("max_tokens", 2000),
         **kw,
     )
 

@@ -456,7 +456,7 @@ def test_the_default_loader_rebuilds_counters_from_audit_log(redis_client, alice
         user=alice,
         organization=None,
         session_id="s",
-        model="claude-sonnet-4-6",
+        model="claude-sonnet-5-5",
         priority="query",
         outcome=1,
         attempts=1,

@@ -28,7 +28,7 @@ def ask(user):
     return services.submit_request(
         user=user,
         session_id="outage",
-        model="claude-sonnet-4-6",
+        model="claude-sonnet-5-5",
         messages=[{"role": "user", "content": "still there?"}],
         max_tokens=50,
     )

@@ -13,7 +13,7 @@ from queueing.models import LLMRequest
 from queueing.scheduler import get_scheduler
 from tests.usage.factories import make_user
 
-MODEL = "claude-sonnet-4-6"
+MODEL = "claude-sonnet-5-5"
 
 
 def ask(user, number: int) -> LLMRequest:
