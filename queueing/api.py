@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+import redis
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -28,6 +29,9 @@ View = Callable[..., HttpResponse]
 # The gateway's own fields of a submission; everything else is the Messages body
 # (llm_calls.params.MessageParams), passed on as it came.
 GATEWAY_FIELDS = frozenset({"session_id", "priority", "response_cache", "shared", "batch"})
+# How soon a client should try again when Redis is unreachable (a restart or a Sentinel
+# failover takes seconds).
+OUTAGE_RETRY_AFTER_S = 5
 
 
 def error(http_status: int, kind: str, message: str, **extra: Any) -> JsonResponse:
@@ -47,7 +51,10 @@ def api_view(*methods: str) -> Callable[[View], View]:
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
-                return error(405, "method_not_allowed", f"use {' or '.join(methods)}")
+                # RFC 9110: a 405 names the methods the resource does allow.
+                refused = error(405, "method_not_allowed", f"use {' or '.join(methods)}")
+                refused["Allow"] = ", ".join(methods)
+                return refused
             raw = bearer_token(request)
             if raw is not None:
                 user = user_for_token(raw)
@@ -69,10 +76,29 @@ def api_view(*methods: str) -> Callable[[View], View]:
                 return view(request, *args, **kwargs)
             except Http404:
                 return error(404, "not_found", "no such request")
+            except redis.RedisError:
+                # Only what needs Redis gets here (a submission is saved without it, and a
+                # request's saved state is shown with its position unknown): nothing was
+                # changed, so the client may simply try again.
+                response = error(
+                    503,
+                    "service_unavailable",
+                    "the queue (Redis) is unreachable; nothing was changed, try again shortly",
+                )
+                response["Retry-After"] = str(OUTAGE_RETRY_AFTER_S)
+                return response
 
         return wrapper
 
     return decorate
+
+
+@csrf_exempt  # answers every visitor and method alike, and changes nothing
+def unknown_endpoint(request: HttpRequest) -> HttpResponse:
+    """Any path under an API prefix that no endpoint matched (the root URLconf routes them
+    here, after every real route). An API client gets the API's JSON error rather than
+    Django's HTML 404 page — which, under DEBUG, would also list every URL pattern."""
+    return error(404, "not_found", f"no API endpoint at {request.path}")
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:
@@ -132,14 +158,25 @@ def requests_collection(request: HttpRequest) -> HttpResponse:
             use_response_cache=_bool_field(data, "response_cache"),
             response_cache_shared=_bool_field(data, "shared"),
             batch=_bool_field(data, "batch"),
+            idempotency_key=request.headers.get("Idempotency-Key"),
             **params,  # type: ignore[typeddict-item]  # a JSON object, validated there
         )
     except InvalidRequest as exc:
         return error(400, "invalid_request", str(exc), field=exc.field)
     except services.QuotaExceeded as exc:
-        return error(429, "quota_exceeded", str(exc), request_id=exc.request.pk)
+        response = error(429, "quota_exceeded", str(exc), request_id=exc.request.pk)
+        if exc.request.replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
+    except services.IdempotencyKeyReused as exc:
+        return error(
+            422, "idempotency_error", str(exc), field="Idempotency-Key", request_id=exc.request.pk
+        )
     body = selectors.request_as_json(created, position=eta.queue_status(created))
-    return JsonResponse(body, status=202, headers={"Location": f"/api/v1/requests/{created.pk}"})
+    headers = {"Location": f"/api/v1/requests/{created.pk}"}
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JsonResponse(body, status=202, headers=headers)
 
 
 @api_view("GET")

@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 
 import django_rq
+import redis
 from django.db import close_old_connections
 from rq import Queue
 
@@ -140,6 +141,13 @@ def run_dispatcher(stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             step = dispatch_once()
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Redis is out: the worker host logs the outage once (queueing.workers), not a
+            # traceback every half second.
+            log.debug("dispatch step: Redis unreachable; retrying", exc_info=True)
+            close_old_connections()
+            stop.wait(1.0)
+            continue
         except Exception:
             log.exception("dispatch step failed; retrying shortly")
             close_old_connections()

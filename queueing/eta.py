@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from django.contrib.auth import get_user_model
 
 from llm_calls import catalog
@@ -274,22 +275,37 @@ def predict_wait_s(*, request: LLMRequest) -> float | None:
     return round(wait, 2)
 
 
+QUEUE_UNAVAILABLE = "the queue (Redis) is unreachable: position and wait are unknown for now"
+
+
 def queue_status(request: LLMRequest) -> dict[str, Any]:
-    """What a user sees next to a request: position (1 = next) and estimated wait in seconds."""
+    """What a user sees next to a request: position (1 = next) and estimated wait in seconds.
+
+    While Redis is unreachable the position is unknown, and says so (``queue_unavailable``),
+    rather than failing the page or the API answer that shows the request's saved state.
+    """
     if request.status != LLMRequest.Status.QUEUED:
         return {
             "position": None,
             "requests_ahead": 0,
             "eta_s": 0.0 if not request.is_terminal else None,
         }
-    position = get_scheduler().position(request_id=request.pk)
-    if position is None:
-        return {"position": None, "requests_ahead": None, "eta_s": None}
-    return {
-        "position": position.position,
-        "requests_ahead": position.requests_ahead,
-        "eta_s": predict_wait_s(request=request),
-    }
+    try:
+        position = get_scheduler().position(request_id=request.pk)
+        if position is None:
+            return {"position": None, "requests_ahead": None, "eta_s": None}
+        return {
+            "position": position.position,
+            "requests_ahead": position.requests_ahead,
+            "eta_s": predict_wait_s(request=request),
+        }
+    except redis.RedisError:
+        return {
+            "position": None,
+            "requests_ahead": None,
+            "eta_s": None,
+            "queue_unavailable": QUEUE_UNAVAILABLE,
+        }
 
 
 def queue_overview() -> dict[str, Any]:

@@ -46,6 +46,15 @@ def is_held(request_id: int) -> bool:
     return bool(get_redis().exists(_key(request_id)))
 
 
+def may_have_lost_leases() -> bool:
+    """Whether a missing lease may still belong to a live call: Redis (re)started less than a
+    lease's lifetime ago, possibly empty, and the keepers of calls still running put their
+    leases back only at their next renewal (``renew_every_s``). Until then a missing lease
+    proves nothing, and re-queueing that call would have the API bill it twice."""
+    uptime = int(get_redis().info("server")["uptime_in_seconds"])
+    return uptime < conf.lease_ttl_s()
+
+
 @contextlib.contextmanager
 def held(request_id: int) -> Iterator[None]:
     """Hold the lease while the body runs; the process's keeper thread renews it."""

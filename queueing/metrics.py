@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from queueing import eta
 from usage.metrics import PREFIX, register_collector
+
+REDIS_UP = f"{PREFIX}_redis_up"
+REDIS_UP_HELP = "1 when the queue's Redis answered this scrape; the queue gauges need it."
 
 
 class QueueCollector(Collector):
@@ -22,7 +26,13 @@ class QueueCollector(Collector):
         return []  # collecting reads Redis and the database: never at registration
 
     def collect(self) -> Iterator[Metric]:
-        overview = eta.queue_overview()
+        try:
+            overview = eta.queue_overview()
+        except redis.RedisError:
+            # A scrape during an outage still answers, and says so: alert on redis_up == 0.
+            yield GaugeMetricFamily(REDIS_UP, REDIS_UP_HELP, value=0)
+            return
+        yield GaugeMetricFamily(REDIS_UP, REDIS_UP_HELP, value=1)
         by_status = GaugeMetricFamily(
             f"{PREFIX}_llm_requests", "Requests by status (all time).", labels=["status"]
         )

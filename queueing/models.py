@@ -141,9 +141,26 @@ class LLMRequest(models.Model):
     result = models.JSONField(null=True, blank=True)
     error_type = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
+    # A client's Idempotency-Key: the same key from the same user names this request again,
+    # never a second one (the constraint holds it across processes and crashes). The
+    # fingerprint is of the submission it came with, so a key reused for a different body is
+    # refused instead of silently answered with another request.
+    idempotency_key = models.CharField(max_length=255, blank=True, default="")
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="")
+
+    # Not a column: set on the instance submit_request returns when an Idempotency-Key named
+    # a request that already existed.
+    replayed: bool = False
 
     class Meta:
         indexes = [models.Index(fields=["user", "status", "created_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="llmrequest_one_per_idempotency_key",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"LLMRequest {self.pk} ({self.status})"

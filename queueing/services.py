@@ -13,6 +13,8 @@ Every path that reaches Anthropic goes through ``execute_request`` → ``llm_cal
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import math
 import re
@@ -24,9 +26,9 @@ from typing import Any, Unpack
 
 import redis
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import OperationalError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db import connection as db_connection
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -52,6 +54,9 @@ log = logging.getLogger(__name__)
 
 # Used with fullmatch: a "$" anchor would let "id\n" through.
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# Printable ASCII without spaces at either end, as long as the column (Stripe's rule, and what
+# the IETF Idempotency-Key draft's examples use: UUIDs and random tokens).
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?")
 Status = LLMRequest.Status
 
 
@@ -61,6 +66,17 @@ class QuotaExceeded(Exception):
     def __init__(self, request: LLMRequest, message: str) -> None:
         self.request = request
         super().__init__(message)
+
+
+class IdempotencyKeyReused(Exception):
+    """An Idempotency-Key that already names a request submitted with a different body."""
+
+    def __init__(self, request: LLMRequest) -> None:
+        self.request = request
+        super().__init__(
+            f"this Idempotency-Key already names request {request.pk}, submitted with a "
+            "different body; send a new key for a new request"
+        )
 
 
 class RequestFailed(Exception):
@@ -173,6 +189,8 @@ def _persist(
     use_response_cache: bool,
     response_cache_shared: bool,
     use_batch: bool,
+    idempotency_key: str | None = None,
+    idempotency_fingerprint: str = "",
 ) -> LLMRequest:
     body = submission.body
     return LLMRequest.objects.create(
@@ -190,7 +208,32 @@ def _persist(
         use_response_cache=use_response_cache,
         response_cache_shared=response_cache_shared,
         use_batch=use_batch,
+        idempotency_key=idempotency_key or "",
+        idempotency_fingerprint=idempotency_fingerprint,
     )
+
+
+def _fingerprint(
+    *, session_id: str, priority: str, flags: tuple[bool, bool, bool], body: Mapping[str, Any]
+) -> str:
+    """What makes two submissions the same one (the body is validated, so it is JSON)."""
+    canonical = json.dumps(
+        {"session_id": session_id, "priority": priority, "flags": flags, "body": body},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replayed(*, user: Any, key: str, fingerprint: str) -> LLMRequest | None:
+    """The request an Idempotency-Key already names, if any (marked ``replayed``)."""
+    existing = LLMRequest.objects.filter(user=user, idempotency_key=key).first()
+    if existing is None:
+        return None
+    if existing.idempotency_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(existing)
+    existing.replayed = True
+    return existing
 
 
 def _admit_quota(*, request: LLMRequest, submission: Submission) -> None:
@@ -251,20 +294,56 @@ def _accept(
     response_cache_shared: bool,
     use_batch: bool,
     params: Mapping[str, Any],
+    idempotency_key: str | None = None,
 ) -> tuple[LLMRequest, Submission]:
-    """Both entry points start here: validate everything, then save the row (status queued)."""
+    """Both entry points start here: validate everything, then save the row (status queued).
+
+    With an ``idempotency_key`` that already names a request, that request comes back marked
+    ``replayed`` and nothing is written.
+    """
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key)
+    ):
+        raise InvalidRequest(
+            "Idempotency-Key",
+            "must be 1 to 255 printable ASCII characters, not starting or ending with a space",
+        )
     submission = check_submission(
         user=user, session_id=session_id, priority=priority, params=params, use_batch=use_batch
     )
-    request = _persist(
-        user=user,
-        session_id=session_id,
-        priority=priority,
-        submission=submission,
-        use_response_cache=use_response_cache,
-        response_cache_shared=response_cache_shared,
-        use_batch=use_batch,
-    )
+    fingerprint = ""
+    if idempotency_key is not None:
+        fingerprint = _fingerprint(
+            session_id=session_id,
+            priority=priority,
+            flags=(use_response_cache, response_cache_shared, use_batch),
+            body=submission.body,
+        )
+        existing = _replayed(user=user, key=idempotency_key, fingerprint=fingerprint)
+        if existing is not None:
+            return existing, submission
+    try:
+        # A savepoint: a concurrent twin that won the unique constraint must not break a
+        # caller's surrounding transaction.
+        with transaction.atomic():
+            request = _persist(
+                user=user,
+                session_id=session_id,
+                priority=priority,
+                submission=submission,
+                use_response_cache=use_response_cache,
+                response_cache_shared=response_cache_shared,
+                use_batch=use_batch,
+                idempotency_key=idempotency_key,
+                idempotency_fingerprint=fingerprint,
+            )
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        twin = _replayed(user=user, key=idempotency_key, fingerprint=fingerprint)
+        if twin is None:
+            raise
+        return twin, submission
     return request, submission
 
 
@@ -276,6 +355,7 @@ def submit_request(
     use_response_cache: bool = False,
     response_cache_shared: bool = False,
     batch: bool = False,
+    idempotency_key: str | None = None,
     **params: Unpack[MessageParams],
 ) -> LLMRequest:
     """Queue one Messages call and return its row at once (status ``queued``).
@@ -285,6 +365,11 @@ def submit_request(
     ``llm_calls.params.MessageParams``). Raises InvalidRequest (nothing written) or
     QuotaExceeded (row kept as ``rejected``, so what a user submitted is never lost). Wait for
     the answer with ``wait_for_result``.
+
+    ``idempotency_key``: a caller that may retry (after a timeout or a dropped connection)
+    sends the same key each time and gets the one request it names, marked ``replayed``, in
+    whatever state it is now (QuotaExceeded again if it was rejected); the same key with a
+    different submission raises IdempotencyKeyReused.
     """
     request, submission = _accept(
         user=user,
@@ -294,7 +379,12 @@ def submit_request(
         response_cache_shared=response_cache_shared,
         use_batch=batch or priority in conf.batch_priority_classes(),
         params=params,
+        idempotency_key=idempotency_key,
     )
+    if request.replayed:
+        if request.status == Status.REJECTED:
+            raise QuotaExceeded(request, request.error_message)
+        return request
     try:
         _admit_quota(request=request, submission=submission)
     except redis.RedisError:
@@ -426,19 +516,28 @@ def cancel_request(*, request: LLMRequest, by_user: Any) -> LLMRequest:
     """Cancel a queued request of the caller's own (staff may cancel anyone's)."""
     if request.user_id != by_user.pk and not by_user.is_staff:
         raise LLMRequest.DoesNotExist  # never reveal that someone else's request exists
-    updated = LLMRequest.objects.filter(pk=request.pk, status=Status.QUEUED).update(
-        status=Status.CANCELLED,
-        finished_at=timezone.now(),
-        error_type="cancelled",
-        error_message="cancelled by user",
-    )
+    # All or nothing: the row changes only if Redis also let go of the request and its quota.
+    # Redis unreachable → the transaction rolls back and redis.RedisError reaches the caller,
+    # with the request still queued and its quota still held. (Removed from the scheduler but
+    # not released: the row stays queued, and the reaper schedules it again.) On PostgreSQL
+    # the row lock also makes a dispatcher's claim wait for this decision.
+    with transaction.atomic():
+        updated = LLMRequest.objects.filter(pk=request.pk, status=Status.QUEUED).update(
+            status=Status.CANCELLED,
+            finished_at=timezone.now(),
+            error_type="cancelled",
+            error_message="cancelled by user",
+        )
+        if updated:
+            get_scheduler().remove(request_id=request.pk)
+            quotas.release(
+                user_id=request.user_id, org_id=request.organization_id, request_id=request.pk
+            )
     request.refresh_from_db()
     if not updated:
         raise CannotCancel(
             f"request {request.pk} is {request.status} and can no longer be cancelled"
         )
-    get_scheduler().remove(request_id=request.pk)
-    quotas.release(user_id=request.user_id, org_id=request.organization_id, request_id=request.pk)
     notifications.notify_done(request.pk)
     return request
 
@@ -856,6 +955,8 @@ def recover_orphans(*, grace_s: float | None = None) -> int:
     stuck = LLMRequest.objects.filter(
         status__in=(Status.DISPATCHED, Status.RUNNING), use_batch=False, dispatched_at__lt=cutoff
     ).values_list("pk", "status", "dispatch_count")
+    if leases.may_have_lost_leases():
+        stuck = stuck.none()  # looked at again once live calls have renewed their leases
     for pk, status, dispatch in stuck:
         if leases.is_held(pk) and (
             status == Status.RUNNING
@@ -915,4 +1016,51 @@ def recover_orphans(*, grace_s: float | None = None) -> int:
         else:
             _schedule(request)
         count += 1
+    _settle_stranded_reservations(cutoff=cutoff)
+    return count
+
+
+def _settle_stranded_reservations(*, cutoff: dt.datetime) -> int:
+    """Settle the quota of requests that finished while Redis was unreachable.
+
+    A call that ends during an outage is recorded in the database, but its quota reservation
+    stays held in Redis (Redis keeps it when it comes back with its data), so the holder looks
+    closer to its limit than it is until the period ends. The reservation key names the request:
+    a finished request's reservation is settled with what ``audit_log`` billed, or given back.
+    Settling is once per request, so a settlement that did happen is never counted twice.
+    """
+    client = get_redis()
+    reserved = [int(key.rsplit(b":", 1)[1]) for key in client.scan_iter("gw:q:res:*", count=1000)]
+    count = 0
+    for start in range(0, len(reserved), 500):
+        finished = LLMRequest.objects.filter(
+            pk__in=reserved[start : start + 500],
+            status__in=LLMRequest.TERMINAL,
+            finished_at__lt=cutoff,
+        ).values_list("pk", "user_id", "organization_id", "status")
+        for pk, user_id, org_id, status in finished:
+            if status != Status.SUCCEEDED:
+                quotas.release(user_id=user_id, org_id=org_id, request_id=pk)
+                count += 1
+                continue
+            billed = AuditLog.objects.filter(
+                llm_request_id=pk, outcome=AuditLog.Outcome.SUCCESS
+            ).aggregate(
+                tokens=Sum(
+                    F("input_tokens")
+                    + F("cache_creation_input_tokens")
+                    + F("cache_read_input_tokens")
+                    + F("output_tokens")
+                ),
+                pico_usd=Sum("cost_pico_usd"),
+            )
+            quotas.settle(
+                user_id=user_id,
+                org_id=org_id,
+                request_id=pk,
+                tokens=int(billed["tokens"] or 0),
+                usd=pricing.pico_to_usd(int(billed["pico_usd"] or 0)),
+            )
+            log.warning("settled the quota of request %s, finished while Redis was away", pk)
+            count += 1
     return count

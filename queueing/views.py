@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
@@ -57,6 +58,12 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
         services.cancel_request(request=row, by_user=request.user)
     except services.CannotCancel as exc:
         messages.error(request, str(exc))
+    except redis.RedisError:
+        messages.error(
+            request,
+            f"Request {pk} was not cancelled: the queue (Redis) is unreachable. "
+            "Nothing changed; try again in a few seconds.",
+        )
     else:
         messages.success(request, f"Request {pk} cancelled.")
     return redirect("queueing:my_queue")
@@ -64,4 +71,10 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_member_required
 def staff_queue(request: HttpRequest) -> HttpResponse:
-    return render(request, "queueing/staff_queue.html", {"overview": eta.queue_overview()})
+    try:
+        overview = eta.queue_overview()
+    except redis.RedisError:
+        return render(
+            request, "queueing/staff_queue.html", {"unavailable": eta.QUEUE_UNAVAILABLE}, status=503
+        )
+    return render(request, "queueing/staff_queue.html", {"overview": overview})

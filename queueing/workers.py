@@ -9,6 +9,12 @@ process — each picks a job from the ``llm`` queue and runs it inline — plus:
 - a batcher thread running the Message Batches route (``queueing.batching``),
 - a supervisor loop restarting any worker thread that quit (e.g. after a Redis restart).
 
+Redis outages: an RQ thread cannot live without Redis (it registers, heartbeats and records
+every job there), so a thread that loses it ends, and the supervisor starts a new one once Redis
+answers again — trying with a growing wait while it is out, and never dying of a Redis error.
+Calls in flight carry on meanwhile (recording a call needs the database, not Redis). The host
+logs one warning when it finds Redis gone and one line when it is back, not one per thread.
+
 SIGTERM / SIGINT: stop taking jobs, let every in-flight call finish, then exit (warm shutdown).
 A second signal exits at once; requests still running then are recovered by another host's
 reaper once their leases expire. Start it with ``python manage.py llm_worker --threads 256``.
@@ -24,6 +30,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +39,8 @@ from typing import Any
 
 import redis
 from django.db import close_old_connections, connections
+from redis.client import Pipeline
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
@@ -46,6 +55,79 @@ log = logging.getLogger(__name__)
 REAP_EVERY_S = 5.0
 BATCH_CYCLE_EVERY_S = 1.0
 STARTUP_WAIT_S = 30.0
+# While Redis is out the supervisor tries to start the missing threads after 1 s, 2 s, 4 s, then
+# every 4 s: a new thread is working at most a few seconds after Redis is back.
+RESPAWN_FIRST_WAIT_S = 1.0
+RESPAWN_MAX_WAIT_S = 4.0
+PROBE_TIMEOUT_S = 2.0
+
+# Redis could not be reached (refused, reset, timed out; a server still loading its data after a
+# restart answers LOADING, a ConnectionError too) — unlike an error Redis replied with.
+LOST_REDIS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+
+# What RQ logs, in every thread and at every attempt, when its connection fails. The host says
+# once that Redis is gone instead (``_Outage``); these stay visible at DEBUG.
+_RQ_OUTAGE_LINES = frozenset(
+    {
+        "Worker %s: could not connect to Redis instance: %s retrying in %d seconds...",
+        "Worker %s: found an unhandled exception, quitting...",
+        "Worker %s: Redis connection timeout, quitting...",
+    }
+)
+
+
+class RedisLost(StopRequested):
+    """An RQ thread lost Redis. A StopRequested, so RQ's loop ends the thread quietly instead of
+    retrying on its own (for up to 60 s between attempts, deaf to the host's stop request); the
+    supervisor starts a new thread once Redis answers."""
+
+
+class _OutageQuietLog(logging.LoggerAdapter[logging.Logger]):
+    """RQ's worker logger, with its per-thread lost-connection lines turned down to DEBUG."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if msg in _RQ_OUTAGE_LINES and isinstance(sys.exc_info()[1], LOST_REDIS):
+            level = logging.DEBUG
+        # Records name RQ's line as their source, not this method.
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+        super().log(level, msg, *args, **kwargs)
+
+
+class _Outage:
+    """Whether this host finds Redis unreachable, logged once when an outage begins and once
+    when it ends. Every RQ thread, the reaper and the batcher notice an outage on their own;
+    hundreds of threads each logging it would bury the one line an operator needs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    @property
+    def ongoing(self) -> bool:
+        return self._since is not None
+
+    def began(self, error: BaseException) -> None:
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+        log.warning(
+            "Redis unreachable (%s): calls in flight carry on; worker threads that lose it are "
+            "restarted once it answers",
+            error,
+        )
+
+    def ended(self, *, restarted: int, threads: int) -> None:
+        with self._lock:
+            if self._since is None:
+                return
+            lasted, self._since = time.monotonic() - self._since, None
+        log.warning(
+            "Redis answers again after %.1f s: outage over; restarted %s of %s worker threads",
+            lasted,
+            restarted,
+            threads,
+        )
 
 
 class _Watchdog:
@@ -134,6 +216,17 @@ class ThreadWorker(SimpleWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ready = threading.Event()  # registered in Redis and about to take jobs
+        # RQ types it a Logger; it only ever calls the logging methods an adapter has too.
+        self.log = _OutageQuietLog(self.log)  # type: ignore[assignment]
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        # RQ's dequeue loop catches a lost connection and retries in place, sleeping up to 60 s
+        # between attempts without looking at _stop_requested: a warm shutdown during an outage
+        # would wait for Redis. Its next heartbeat fails too; that ends the thread instead.
+        try:
+            super().heartbeat(timeout, pipeline)
+        except LOST_REDIS as error:
+            raise RedisLost(str(error)) from error
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)
@@ -204,6 +297,12 @@ class WorkerHost:
             # One connection per thread at least: redis-py 8 caps a pool at 100 by default.
             max_connections=MAX_POOL_CONNECTIONS,
         )
+        # The supervisor's look at Redis before it starts threads: one attempt with short
+        # timeouts, so a round costs it little while Redis is out (even unreachable rather than
+        # refusing) and it stays quick to notice a stop request.
+        self._probe = redis.Redis.from_url(
+            redis_url(), socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
+        )
         self.dispatch = dispatch
         self.reap = reap
         self.burst = burst
@@ -211,6 +310,9 @@ class WorkerHost:
         self.workers: dict[int, tuple[threading.Thread, ThreadWorker]] = {}
         self.prefix = f"{socket.gethostname()}.{os.getpid()}"
         self._signals = 0
+        self._outage = _Outage()
+        self._respawn_at = 0.0  # monotonic time of the next attempt while Redis is out
+        self._respawn_wait = RESPAWN_FIRST_WAIT_S
 
     # -- threads --------------------------------------------------------------------------
     def _new_worker(self, slot: int) -> tuple[threading.Thread, ThreadWorker]:
@@ -227,10 +329,39 @@ class WorkerHost:
     def _work(self, worker: ThreadWorker) -> None:
         try:
             worker.work(burst=self.burst, logging_level="WARNING")
+        except LOST_REDIS as error:
+            # RQ could not register the thread, or unregister it after it lost Redis: Redis is
+            # out right now. The supervisor starts a new thread once it answers.
+            self._outage.began(error)
         except Exception:
             log.exception("worker thread %s stopped", worker.name)
         finally:
             connections.close_all()  # this thread's own: a thread that ends leaves none open
+
+    def _start_threads(self, slots: list[int]) -> None:
+        """Start an RQ thread for each of ``slots`` (ones that never started, or whose thread
+        ended). Starting one talks to Redis; while Redis is out this leaves the slots for a later
+        round, after a wait that doubles up to RESPAWN_MAX_WAIT_S, and returns."""
+        if not slots and not self._outage.ongoing:
+            return
+        now = time.monotonic()
+        if now < self._respawn_at:
+            return
+        started = 0
+        try:
+            # One cheap look first: while Redis is out, a round is one failed PING, not one
+            # failed registration per thread.
+            self._probe.ping()
+            for slot in slots:
+                self.workers[slot] = self._new_worker(slot)
+                started += 1
+        except redis.RedisError as error:
+            self._outage.began(error)
+            self._respawn_at = now + self._respawn_wait
+            self._respawn_wait = min(2 * self._respawn_wait, RESPAWN_MAX_WAIT_S)
+            return
+        self._respawn_wait = RESPAWN_FIRST_WAIT_S
+        self._outage.ended(restarted=started, threads=self.threads)
 
     def _reap_forever(self) -> None:
         while not self.stop.wait(REAP_EVERY_S):
@@ -239,6 +370,8 @@ class WorkerHost:
                     recovered = services.recover_orphans()
                     if recovered:
                         log.warning("re-queued %s orphaned requests", recovered)
+            except LOST_REDIS as error:
+                self._outage.began(error)  # logged once per outage, not every round
             except Exception:
                 log.exception("reaper round failed")
             finally:
@@ -249,6 +382,8 @@ class WorkerHost:
         while not self.stop.wait(BATCH_CYCLE_EVERY_S):
             try:
                 batching.run_batch_cycle()
+            except LOST_REDIS as error:
+                self._outage.began(error)  # logged once per outage, not every second
             except Exception:
                 log.exception("batch cycle failed")
             finally:
@@ -272,8 +407,7 @@ class WorkerHost:
             signal.signal(signal.SIGINT, self._on_signal)
         if self.cpu_slots:
             cpu_gate.enable(slots=self.cpu_slots)
-        for slot in range(self.threads):
-            self.workers[slot] = self._new_worker(slot)
+        self._start_threads(list(range(self.threads)))  # Redis out: the supervisor does it later
         # Release work only once the threads that take it are up: otherwise the first seconds
         # of a busy host go to registering hundreds of threads while jobs wait for them.
         deadline = time.monotonic() + STARTUP_WAIT_S
@@ -294,22 +428,26 @@ class WorkerHost:
             helper.start()
         log.warning("worker host %s: %s threads on queue %r", self.prefix, self.threads, LLM_QUEUE)
         while not self.stop.wait(1.0):
-            for slot, (thread, _worker) in list(self.workers.items()):
-                if not thread.is_alive():
-                    if self.burst:
-                        del self.workers[slot]
-                        continue
-                    self.workers[slot] = self._new_worker(slot)
-            if self.burst and not self.workers:
-                self.stop.set()
+            ended = [slot for slot, (thread, _w) in self.workers.items() if not thread.is_alive()]
+            if self.burst:
+                for slot in ended:
+                    del self.workers[slot]
+                if not self.workers:
+                    self.stop.set()
+                continue
+            self._start_threads(
+                [slot for slot in range(self.threads) if slot in ended or slot not in self.workers]
+            )
         self._shutdown()
 
     def _shutdown(self) -> None:
         for _thread, worker in self.workers.values():
             worker._stop_requested = True
         for thread, worker in self.workers.values():
-            # Idle threads leave after their dequeue timeout; busy ones after their call.
+            # Idle threads leave after their dequeue timeout; busy ones after their call. With
+            # Redis out, idle ones leave within a second or so (ThreadWorker.heartbeat).
             thread.join(timeout=max(worker.dequeue_timeout + 5, 30))
         with contextlib.suppress(Exception):
             close_old_connections()
+        self._probe.close()
         log.warning("worker host %s stopped", self.prefix)

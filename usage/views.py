@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -30,6 +31,7 @@ from django.utils import timezone
 from llm_calls import caching as caching_stats
 from llm_calls.types import Usage
 from usage import pricing, selectors, services
+from usage.csv_safety import csv_cell
 from usage.forms import DateRange, FilterError, parse_choice, parse_date_range, parse_page
 
 SESSION_CALLS_PER_PAGE = 100
@@ -88,16 +90,32 @@ class _Echo:
         return value
 
 
+# The selectors' rows carry money as exact decimal strings (the JSON shape). In a CSV they are
+# numbers we wrote, so they go out as Decimals: csv_cell then leaves them alone, where a
+# negative saving as text ("-0.005") would get the formula-guarding quote and stop adding up.
+# Decimal() refuses anything that is not a number, so no user text can pass as money.
+MONEY_COLUMNS = frozenset({"cost_usd", "uncached_cost_usd", "saved_usd"})
+
+
 def csv_response(
     *, filename: str, header: Sequence[str], rows: Iterable[dict[str, Any]]
 ) -> StreamingHttpResponse:
-    """Stream rows as CSV (header first) without building the file in memory."""
+    """Stream rows as CSV (header first) without building the file in memory. Every cell goes
+    through ``csv_cell``, so no user-chosen text reaches a spreadsheet as a formula."""
     writer = csv.writer(_Echo())
+    money = [column in MONEY_COLUMNS for column in header]
+
+    def cells(row: dict[str, Any]) -> list[object]:
+        values = (row.get(column, "") for column in header)
+        return [
+            csv_cell(Decimal(value) if is_money and isinstance(value, str) else value)
+            for is_money, value in zip(money, values, strict=True)
+        ]
 
     def lines() -> Iterator[str]:
-        yield writer.writerow(header)
+        yield writer.writerow([csv_cell(column) for column in header])
         for row in rows:
-            yield writer.writerow([row.get(column, "") for column in header])
+            yield writer.writerow(cells(row))
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -6,7 +6,12 @@ While ``submit_request`` load runs through the documented worker command (``llm_
   in total, split 3:3:2:2);
 - worker hosts are SIGKILLed while they hold calls in flight (``kills`` times; a new host is
   started at once each time);
-- Redis is restarted (``redis_restarts`` times; the emulator keeps running);
+- Redis is restarted (``redis_restarts`` times; the emulator keeps running), and goes away
+  for longer with calls in flight (``--redis-outage-s``, default one outage of 8 s and one of
+  30 s: a Sentinel failover, a host reboot);
+- a burst of JSON API clients submits through the web server, which is SIGKILLed mid-burst and
+  restarted; every client that saw an error retries under its ``Idempotency-Key``
+  (``web_clients`` × ``web_requests``; ``web_clients=0`` turns it off);
 - the database is locked against writers by another connection for ``lock_s`` seconds
   (``db_locks`` times; SQLite: ``BEGIN EXCLUSIVE``). With ``overlap=1`` one kill lands while
   the database is locked: the worst moment, when billed responses wait to be recorded.
@@ -19,7 +24,9 @@ Then it drains (``drain_s`` at most), stops the workers gracefully and compares:
 - ``match``: ``audit_log`` token totals == the emulator's ledger totals, field by field;
 - ``ledger_entries_without_audit_row``: billed responses we never recorded (by
   ``client_request_id``); ``api_billed_twice_requests``: requests the API billed more than once
-  (a billed response was lost with a killed worker and the request ran again).
+  (a billed response was lost with a killed worker and the request ran again);
+- ``duplicate_submissions``: API submissions saved more than once (each carries a marker of its
+  own in its text); ``worker_exits``: worker hosts that exited without being killed.
 """
 
 from __future__ import annotations
@@ -34,12 +41,14 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
 from argparse import ArgumentParser
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -48,6 +57,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from queueing import journal, services
+from queueing.auth import api_token_create
 from queueing.models import LLMRequest, Membership, Organization
 from ratelimit_project import redis as project_redis
 from ratelimit_project.loadtest.backlog import MODEL, MODEL_CLASS
@@ -81,7 +91,15 @@ DEFAULTS: dict[str, float] = {
     "lease_ttl_s": 30,
     "dispatch_lease_ttl_s": 120,
     "orphan_grace_s": 30,
+    # The web burst: API clients, submissions each, and when (share of the load window).
+    "web_clients": 20,
+    "web_requests": 4,
+    "web_at": 0.35,
+    "web_down_s": 1.0,
 }
+DEFAULT_REDIS_OUTAGES_S = "8,30"
+WEB_CLIENT_DEADLINE_S = 90.0
+WEB_MARKER = re.compile(r"\[web-(\d+)-(\d+)\]")
 TOKEN_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -94,7 +112,22 @@ JOURNAL_RECOVERY_LOG = "recorded its billed response from the journal"
 
 
 def add_arguments(parser: ArgumentParser) -> None:
-    """Options come as --opt KEY=VALUE; see DEFAULTS for the keys."""
+    """Options come as --opt KEY=VALUE; see DEFAULTS for the keys. ``--redis-outage-s 8,30``
+    (a flag of the loadtest command) sets the outages; ``0`` means none."""
+
+
+def _outages(options: dict[str, Any]) -> list[float]:
+    raw = options.get("redis_outage_s")
+    raw = DEFAULT_REDIS_OUTAGES_S if raw is None else str(raw)
+    try:
+        outages = [float(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--redis-outage-s takes seconds separated by commas, got {raw!r}"
+        ) from None
+    if any(seconds < 0 for seconds in outages):
+        raise ValueError(f"--redis-outage-s takes seconds >= 0, got {raw!r}")
+    return [seconds for seconds in outages if seconds > 0]
 
 
 def _config(options: dict[str, Any]) -> dict[str, float]:
@@ -174,6 +207,97 @@ class Submitter(threading.Thread):
         close_old_connections()
 
 
+class WebBurst(threading.Thread):
+    """JSON API clients submitting through the web server while it is SIGKILLed and restarted.
+
+    Each submission has a marker of its own in its text and an ``Idempotency-Key``; a client that
+    gets no answer (connection refused or reset, a timeout, a 5xx) retries with the same key,
+    with backoff, until it gets its 202 (or 429) or gives up after WEB_CLIENT_DEADLINE_S.
+    """
+
+    def __init__(self, *, stack: Stack, user: User, clients: int, per_client: int) -> None:
+        super().__init__(name="faults-web-burst", daemon=True)
+        self.stack = stack
+        _, self.token = api_token_create(user=user, name="faults-web")
+        self.clients = clients
+        self.per_client = per_client
+        self.answered = 0
+        self.retries = 0
+        self.retried_submissions = 0
+        self.gave_up = 0
+        self.refused: Counter[int] = Counter()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        threads = [
+            threading.Thread(target=self._client, args=(number,), daemon=True)
+            for number in range(self.clients)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _client(self, number: int) -> None:
+        rng = random.Random(number)
+        with httpx.Client(timeout=10.0) as http:
+            for item in range(self.per_client):
+                self._submit(http, rng, number, item)
+
+    def _submit(self, http: httpx.Client, rng: random.Random, number: int, item: int) -> None:
+        text, max_tokens = _message(rng, number * 1000 + item)
+        body = {
+            "session_id": "faults-web",
+            "model": MODEL,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": f"[web-{number}-{item}] {text}"}],
+        }
+        headers = {"Authorization": f"Bearer {self.token}", "Idempotency-Key": str(uuid.uuid4())}
+        deadline = time.monotonic() + WEB_CLIENT_DEADLINE_S
+        pause = 0.1
+        retried = False
+        while True:
+            try:
+                response = http.post(
+                    f"{self.stack.web_url}/api/v1/requests", json=body, headers=headers
+                )
+            except httpx.HTTPError:
+                status = 0
+            else:
+                status = response.status_code
+            if status in (202, 429):
+                with self._lock:
+                    self.answered += 1
+                    self.retried_submissions += retried
+                return
+            if status and status < 500:
+                with self._lock:
+                    self.refused[status] += 1
+                return
+            if time.monotonic() > deadline:
+                with self._lock:
+                    self.gave_up += 1
+                return
+            with self._lock:
+                self.retries += 1
+            retried = True
+            time.sleep(pause * rng.uniform(0.5, 1.5))
+            pause = min(2.0, pause * 2)
+
+
+def duplicate_submissions() -> int:
+    """API submissions saved more than once: rows sharing one client's marker."""
+    markers: Counter[str] = Counter()
+    for params in LLMRequest.objects.filter(session_id="faults-web").values_list(
+        "params", flat=True
+    ):
+        messages = (params or {}).get("messages") or [{}]
+        match = WEB_MARKER.search(str(messages[0].get("content", "")))
+        if match:
+            markers[match.group(0)] += 1
+    return sum(count - 1 for count in markers.values() if count > 1)
+
+
 @contextlib.contextmanager
 def database_locked(seconds: float) -> Iterator[float]:
     """Lock the database against writers from another connection for ``seconds``; yields the
@@ -213,9 +337,14 @@ def database_locked(seconds: float) -> Iterator[float]:
         other.close()
 
 
-def _schedule(cfg: dict[str, float], duration_s: float) -> list[tuple[float, str]]:
+def _schedule(
+    cfg: dict[str, float],
+    duration_s: float,
+    outages: list[float] = (),  # type: ignore[assignment]
+) -> list[tuple[float, str]]:
     """Event times inside the load window, spread evenly, each kind offset from the others;
-    kills get a random (seeded) jitter of up to 1 s."""
+    kills get a random (seeded) jitter of up to 1 s. An outage is ``redis_outage:<seconds>``;
+    outages start early enough to end inside the load window where they can."""
     rng = random.Random(int(cfg["seed"]) + 1)
 
     def spread(count: int, offset: float) -> list[float]:
@@ -237,6 +366,12 @@ def _schedule(cfg: dict[str, float], duration_s: float) -> list[tuple[float, str
             events.remove(nearest)
             inside = rng.uniform(0.2, max(0.2, cfg["lock_s"] - 0.2))
             events.append((middle + inside, "kill"))
+    if cfg["web_clients"] > 0:
+        # The burst starts at web_at; the kill lands half a second into it.
+        events.append((duration_s * cfg["web_at"] + 0.5, "web_kill"))
+    for number, seconds in enumerate(outages):
+        start = duration_s * (0.3 + 0.4 * number / max(1, len(outages)))
+        events.append((min(start, max(0.0, duration_s - seconds - 2)), f"redis_outage:{seconds:g}"))
     return sorted(events)
 
 
@@ -248,6 +383,10 @@ class Chaos:
         self.cfg = cfg
         self.events: list[dict[str, Any]] = []
         self.lock_threads: list[threading.Thread] = []
+        self.killed_pids: set[int] = set()
+        # One change of Redis's state at a time: a restart due during an outage waits for its
+        # end (two threads stopping and starting one server would leave a second one running).
+        self.redis_lock = threading.Lock()
 
     def run(self, schedule: list[tuple[float, str]], started: float) -> None:
         self.started = started
@@ -259,20 +398,58 @@ class Chaos:
             if kind == "kill":
                 self.events.append({"t_s": offset, "kind": kind, **self.kill_one()})
             elif kind == "redis_restart":
-                began = time.monotonic()
-                # Not stack.restart_redis(): that also closes this process's pooled clients
-                # under the submitter thread, an error no real deployment sees. The clients
-                # reconnect by themselves, as in production.
-                self.stack.redis.restart()
-                self.events.append(
-                    {"t_s": offset, "kind": kind, "down_s": round(time.monotonic() - began, 2)}
-                )
+                thread = threading.Thread(target=self._restart, daemon=True)
+                thread.start()
+                self.lock_threads.append(thread)
+            elif kind.startswith("redis_outage:"):
+                seconds = float(kind.split(":", 1)[1])
+                thread = threading.Thread(target=self._outage, args=(seconds,), daemon=True)
+                thread.start()
+                self.lock_threads.append(thread)
+            elif kind == "web_kill":
+                self.stack.kill_web()
+                time.sleep(self.cfg["web_down_s"])
+                self.stack.start_web()
+                self.events.append({"t_s": offset, "kind": kind})
             else:
                 thread = threading.Thread(target=self._lock, args=(offset,), daemon=True)
                 thread.start()
                 self.lock_threads.append(thread)
         for thread in self.lock_threads:
             thread.join()
+
+    def _restart(self) -> None:
+        # Not stack.restart_redis(): that also closes this process's pooled clients under the
+        # submitter thread, an error no real deployment sees. The clients reconnect by
+        # themselves, as in production.
+        with self.redis_lock:
+            offset = round(time.monotonic() - self.started, 2)
+            began = time.monotonic()
+            self.stack.redis.restart()
+            self.events.append(
+                {
+                    "t_s": offset,
+                    "kind": "redis_restart",
+                    "down_s": round(time.monotonic() - began, 2),
+                }
+            )
+
+    def _outage(self, seconds: float) -> None:
+        """Redis gone for ``seconds`` with calls in flight (it keeps its data, as a failed-over
+        replica or a restarted server with its append-only file does)."""
+        with self.redis_lock:
+            offset = round(time.monotonic() - self.started, 2)
+            began = time.monotonic()
+            self.stack.redis.stop()
+            time.sleep(seconds)
+            self.stack.redis.start()
+        self.events.append(
+            {
+                "t_s": offset,
+                "kind": "redis_outage",
+                "down_s": round(time.monotonic() - began, 2),
+            }
+        )
 
     def _lock(self, offset: float) -> None:
         with database_locked(self.cfg["lock_s"]) as waited:
@@ -337,6 +514,7 @@ class Chaos:
                 break
             time.sleep(0.02)
         self.stack.kill_worker(victim)
+        self.killed_pids.add(victim.pid)
         killed_at = round(time.monotonic() - self.started, 3)
         self.stack.start_worker(threads=int(self.cfg["threads"]))
         return {
@@ -468,6 +646,7 @@ def audit(stack: Stack, *, accepted: list[int], wall0: float) -> dict[str, Any]:
 
 def run(options: dict[str, Any]) -> dict[str, Any]:
     cfg = _config(options)
+    outages = _outages(options)
     duration_s = float(options.get("duration") or DEFAULT_DURATION_S)
     chars_per_token = float(options.get("chars_per_token") or 4.0)
     fault = cfg["fault_rate"]
@@ -499,28 +678,65 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         for _ in range(int(cfg["workers"])):
             stack.start_worker(threads=int(cfg["threads"]))
         stack.wait_for_workers(threads=int(cfg["workers"] * cfg["threads"]))
+        burst = None
+        if cfg["web_clients"] > 0:
+            stack.start_web()
+            burst = WebBurst(
+                stack=stack,
+                user=users[0],
+                clients=int(cfg["web_clients"]),
+                per_client=int(cfg["web_requests"]),
+            )
         submitter = Submitter(users=users, rate=cfg["rate"], seed=int(cfg["seed"]))
         chaos = Chaos(stack, cfg)
-        schedule = _schedule(cfg, duration_s)
+        schedule = _schedule(cfg, duration_s, outages)
         started, wall0 = time.monotonic(), time.time()
         setup_s = started - began
         submitter.start()
+        if burst is not None:
+            threading.Timer(duration_s * cfg["web_at"], burst.start).start()
         chaos.run(schedule, started)
         time.sleep(max(0.0, started + duration_s - time.monotonic()))
         submitter.stop.set()
         submitter.join()
+        if burst is not None:
+            burst.join()
         load_s = time.monotonic() - started
         open_rows = _drain(time.monotonic() + cfg["drain_s"])
         drain_s = time.monotonic() - started - load_s
+        worker_exits = [
+            {"pid": p.pid, "returncode": p.returncode}
+            for p in stack.workers
+            if p.poll() is not None and p.pid not in chaos.killed_pids
+        ]
         stopping = time.monotonic()
         # After the drain nothing is in flight: a graceful stop only waits for idle threads.
         stack.stop_workers(graceful=True, timeout_s=5)
         stop_s = time.monotonic() - stopping
         connection.close()
         result = audit(stack, accepted=submitter.accepted, wall0=wall0)
+        duplicates = duplicate_submissions()
+    outage_events = [e for e in chaos.events if e["kind"] == "redis_outage"]
+    web: dict[str, Any] = {}
+    if burst is not None:
+        web = {
+            "submissions": burst.clients * burst.per_client,
+            "answered": burst.answered,
+            "retries": burst.retries,
+            "retried_submissions": burst.retried_submissions,
+            "gave_up": burst.gave_up,
+            "refused": dict(burst.refused),
+            "kills": sum(1 for e in chaos.events if e["kind"] == "web_kill"),
+        }
     return {
         "scenario": "faults",
         **result,
+        "duplicate_submissions": duplicates,
+        "redis_outages": len(outage_events),
+        "longest_outage_s": max((e["down_s"] for e in outage_events), default=0.0),
+        "worker_exits": len(worker_exits),
+        "worker_exit_detail": worker_exits,
+        "web_burst": web,
         "open_after_drain": open_rows,
         "submit_calls_ok": len(submitter.accepted),
         "submit_errors": dict(submitter.errors),
@@ -537,5 +753,10 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         ),
         "redis_restarts": sum(1 for e in chaos.events if e["kind"] == "redis_restart"),
         "db_locks": sum(1 for e in chaos.events if e["kind"] == "db_lock"),
-        "config": {**cfg, "duration_s": duration_s, "chars_per_token": chars_per_token},
+        "config": {
+            **cfg,
+            "duration_s": duration_s,
+            "chars_per_token": chars_per_token,
+            "redis_outage_s": outages,
+        },
     }

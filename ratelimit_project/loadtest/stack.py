@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -73,6 +74,8 @@ class Stack:
         self.rate_limits = rate_limits
         self.worker_env = worker_env or {}
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.web: subprocess.Popen[bytes] | None = None
+        self.web_port = 0
 
     # -- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> Stack:
@@ -90,6 +93,7 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_workers(graceful=False)
+        self.kill_web()
         self.emulator.stop()
         self.redis.stop()
         settings.DEBUG = self._saved_debug
@@ -178,6 +182,50 @@ class Stack:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.workers = [p for p in self.workers if p.poll() is None]
+
+    # -- web server -------------------------------------------------------------------------
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start_web(self, *, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
+        """The web server (``runserver --noreload``, as the demo runs it) on a free port, kept
+        on that port across restarts; returns once it answers HTTP."""
+        if not self.web_port:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                self.web_port = sock.getsockname()[1]
+        log = open(self.var_dir / "web.log", "ab")  # noqa: SIM115 - lives as long as the server
+        self.web = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "runserver",
+                "--noreload",
+                f"127.0.0.1:{self.web_port}",
+            ],
+            env=self.env(),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.web_port), timeout=1),
+            ):
+                return self.web
+            if self.web.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the web server did not start; see {self.var_dir}/web.log")
+            time.sleep(0.1)
+
+    def kill_web(self) -> None:
+        """SIGKILL the web server, the way a crashed or OOM-killed one goes."""
+        if self.web is not None and self.web.poll() is None:
+            os.killpg(self.web.pid, signal.SIGKILL)
+            self.web.wait()
 
     def restart_redis(self) -> None:
         self.redis.restart()

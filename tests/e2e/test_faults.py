@@ -1,8 +1,10 @@
 """Faults: nothing is lost and every billed response is recorded exactly once.
 
 - A short run of ``loadtest faults`` (its own Redis, database, emulator and worker hosts): 529s,
-  500s, resets and slow replies, worker hosts SIGKILLed mid-call, a Redis restart, database
-  locks — then lost == 0, double_billed == 0 and audit_log == the emulator's ledger exactly.
+  500s, resets and slow replies, worker hosts SIGKILLed mid-call, Redis restarts and a 7 s
+  outage with calls in flight, database locks, the web server SIGKILLed under a burst of API
+  clients retrying with idempotency keys — then lost == 0, double_billed == 0, no duplicate
+  submission, no worker host exited, and audit_log == the emulator's ledger exactly.
 - The billed-response journal, step by step: a worker killed after the API billed its answer
   (while it waits on a locked database to record it) — the reaper records that answer instead
   of calling the API a second time.
@@ -59,7 +61,11 @@ SHORT_RUN = {
     "dispatch_lease_ttl_s": 30,
     "avoid_unjournaled": 1,
     "drain_s": 40,
+    "web_clients": 6,
+    "web_requests": 2,
 }
+# One outage long enough for the leases of calls in flight to run out (lease_ttl_s above).
+SHORT_OUTAGE_S = "7"
 
 
 @pytest.mark.slow
@@ -71,7 +77,8 @@ def test_short_fault_run_loses_nothing_and_bills_exactly_once(tmp_path: Path) ->
         env.pop(name, None)
     options = [arg for key, value in SHORT_RUN.items() for arg in ("--opt", f"{key}={value}")]
     run = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "loadtest", "faults", "--duration", "12"]
+        [sys.executable, str(ROOT / "manage.py"), "loadtest", "faults", "--duration", "16"]
+        + ["--redis-outage-s", SHORT_OUTAGE_S]
         + options,
         cwd=ROOT,
         env=env,
@@ -84,6 +91,12 @@ def test_short_fault_run_loses_nothing_and_bills_exactly_once(tmp_path: Path) ->
     summary = {k: v for k, v in result.items() if k not in ("events", "config")}
 
     assert result["kills"] == 3 and result["redis_restarts"] == 2 and result["db_locks"] == 2
+    assert result["redis_outages"] == 1 and result["longest_outage_s"] >= 7, summary
+    assert result["web_burst"]["kills"] == 1, summary
+    # Every API client got its answer, under its Idempotency-Key, and none was saved twice.
+    assert result["web_burst"]["answered"] == 12 and result["web_burst"]["gave_up"] == 0, summary
+    assert result["duplicate_submissions"] == 0, summary
+    assert result["worker_exits"] == 0, summary
     assert result["submitted"] >= 30, summary
     assert sum(result["faults_seen_by_emulator_log"].values()) > 0, summary
     assert result["retries"] > 0, summary
@@ -116,7 +129,8 @@ def worker_host(
     transactional_db: None, wired: EmulatorProcess, settings, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``manage.py llm_worker`` in its own process, on this test's database, Redis and emulator,
-    with a 3 s running lease."""
+    with a 3 s running lease (this process's reaper knows it too)."""
+    settings.GATEWAY_LEASE_TTL_S = 3
     env = {
         **os.environ,
         "VAR_DIR": str(tmp_path),
@@ -209,8 +223,9 @@ def test_a_worker_killed_after_the_api_billed_is_recorded_from_the_journal_not_r
     "lost_how", ["job never enqueued", "taken, never started", "thread died after starting it"]
 )
 def test_a_dispatched_request_whose_job_cannot_run_is_queued_again_without_waiting(
-    transactional_db: None, wired: EmulatorProcess, redis_client, lost_how: str
+    transactional_db: None, wired: EmulatorProcess, redis_client, settings, lost_how: str
 ) -> None:
+    settings.GATEWAY_LEASE_TTL_S = 3  # the reaper trusts missing leases 3 s after Redis started
     row = _ask(make_user("orphan-user"), "Hello")
     scheduler = get_scheduler()
     assert scheduler.pop(request_id=row.pk)

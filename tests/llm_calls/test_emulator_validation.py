@@ -9,92 +9,15 @@ import anthropic  # noqa: TID251
 import pytest
 
 from llm_calls.emulator.process import EmulatorProcess
+from tests.bad_bodies import BAD_BODIES, CC, CC_1H, text_block
 
 from .emulator_support import MODEL, body, raw_call, sdk, user
 
-CC = {"type": "ephemeral"}
-CC_1H = {"type": "ephemeral", "ttl": "1h"}
-
-
-def _text(text: str, cache_control: dict[str, Any] | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "text", "text": text}
-    if cache_control:
-        block["cache_control"] = cache_control
-    return block
-
-
-BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
-    ("no model", {"max_tokens": 5, "messages": user("x")}, "model: Field required"),
-    ("model not a string", body(model=7), "model: Input should be a valid string"),
-    ("no max_tokens", {"model": MODEL, "messages": user("x")}, "max_tokens: Field required"),
-    ("negative max_tokens", body(max_tokens=-1), "max_tokens"),
-    ("float max_tokens", body(max_tokens=2.5), "max_tokens"),
-    ("no messages", {"model": MODEL, "max_tokens": 5}, "messages: Field required"),
-    ("empty messages", body(messages=[]), "at least one message"),
-    ("messages not a list", body(messages="hi"), "messages: Input should be a valid list"),
-    ("bad role", body(messages=[{"role": "system", "content": "x"}]), "messages.0.role"),
-    (
-        "assistant first",
-        body(messages=[{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]),
-        'first message must use the "user" role',
-    ),
-    ("content missing", body(messages=[{"role": "user"}]), "messages.0.content: Field required"),
-    ("content a number", body(messages=[{"role": "user", "content": 3}]), "messages.0.content"),
-    ("empty user content", body(messages=[{"role": "user", "content": ""}]), "non-empty content"),
-    (
-        "block without type",
-        body(messages=[{"role": "user", "content": [{"text": "x"}]}]),
-        "messages.0.content.0",
-    ),
-    (
-        "empty text block",
-        body(messages=[{"role": "user", "content": [_text("")]}]),
-        "text content blocks must be non-empty",
-    ),
-    ("system a number", body(system=5), "system: Input should be"),
-    ("system block not text", body(system=[{"type": "image"}]), "system.0.type"),
-    ("tools not a list", body(tools={"name": "x"}), "tools: Input should be a valid list"),
-    ("tool without name", body(tools=[{"input_schema": {}}]), "tools.0.name"),
-    ("tool without schema", body(tools=[{"name": "t"}]), "tools.0.input_schema"),
-    ("temperature too high", body(temperature=1.5), "temperature"),
-    ("temperature a string", body(temperature="hot"), "temperature"),
-    ("stop_sequences not strings", body(stop_sequences=[1]), "stop_sequences"),
-    ("metadata not an object", body(metadata="m"), "metadata: Input should be"),
-    ("metadata unknown key", body(metadata={"team": "x"}), "metadata.team"),
-    ("stream not a bool", body(stream="yes"), "stream: Input should be a valid boolean"),
-    ("unknown field", body(colour="blue"), "colour: Extra inputs are not permitted"),
-    (
-        "cache_control wrong type",
-        body(system=[_text("s", {"type": "persistent"})]),
-        "cache_control.type",
-    ),
-    ("bad ttl", body(system=[_text("s", {"type": "ephemeral", "ttl": "2h"})]), "ttl"),
-    (
-        "five breakpoints",
-        body(
-            system=[_text("a", CC), _text("b", CC), _text("c", CC)],
-            messages=[{"role": "user", "content": [_text("d", CC), _text("e", CC)]}],
-        ),
-        "A maximum of 4 blocks with cache_control may be provided. Found 5.",
-    ),
-    (
-        "five breakpoints counting the top-level one",
-        body(
-            system=[_text("a", CC), _text("b", CC), _text("c", CC), _text("d", CC)],
-            cache_control=CC,
-        ),
-        "A maximum of 4 blocks with cache_control may be provided. Found 5.",
-    ),
-    (
-        "1h after 5m",
-        body(system=[_text("a", CC), _text("b", CC_1H)]),
-        "ttl='1h' cache breakpoint cannot come after a ttl='5m'",
-    ),
-]
-
 
 @pytest.mark.parametrize(
-    ("payload", "expected"), [(b, e) for _, b, e in BAD_BODIES], ids=[n for n, _, _ in BAD_BODIES]
+    ("payload", "expected"),
+    [(case.body, case.api_message) for case in BAD_BODIES],
+    ids=[case.name for case in BAD_BODIES],
 )
 def test_bad_body_is_a_400_naming_the_problem(
     emulator: EmulatorProcess, payload: dict[str, Any], expected: str
@@ -117,7 +40,7 @@ def test_sdk_raises_bad_request_with_the_body(emulator: EmulatorProcess) -> None
 
 
 def test_one_hour_breakpoints_before_five_minute_ones_are_fine(emulator: EmulatorProcess) -> None:
-    payload = body(system=[_text("a", CC_1H), _text("b", CC)], cache_control=CC)
+    payload = body(system=[text_block("a", CC_1H), text_block("b", CC)], cache_control=CC)
     assert raw_call(emulator, "/v1/messages", payload).status == 200
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from llm_calls import catalog
 from llm_calls.validation import InvalidRequest, check_message_params
+from tests.bad_bodies import BAD_BODIES, BadBody
 
 
 def body(model: str = "claude-sonnet-5-5", **overrides: Any) -> dict[str, Any]:
@@ -34,6 +35,14 @@ WEATHER = {
     "description": "Weather in a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
+
+
+@pytest.mark.parametrize("case", BAD_BODIES, ids=[case.name for case in BAD_BODIES])
+def test_every_body_the_api_refuses_is_refused_first_naming_the_field(case: BadBody) -> None:
+    # The same corpus proves the emulator answers each of these with the API's 400.
+    with pytest.raises(InvalidRequest) as refused:
+        check_message_params(case.body)
+    assert refused.value.field == case.field, str(refused.value)
 
 
 def test_max_tokens_zero_is_accepted_because_it_pre_warms_the_prompt_cache() -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from llm_calls.client import close_clients
 from llm_calls.emulator.process import EmulatorProcess
 from queueing import workers
+from ratelimit_project import redis as project_redis
 from usage import services as usage_services
 
 
@@ -40,3 +42,14 @@ def gateway(
     host.stop.set()
     thread.join(timeout=30)
     close_clients()
+
+
+@pytest.fixture
+def own_redis(settings, tmp_path: Path):
+    """A Redis of this test's own, so stopping it (an outage) disturbs no other test."""
+    server = project_redis.PrivateRedis(tmp_path / "redis").start()
+    settings.REDIS_URL = server.url
+    project_redis.reset_clients()
+    yield server
+    server.stop()
+    project_redis.reset_clients()

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import datetime as dt
+import time
 
 import pytest
+from django.utils import timezone
 
+from llm_calls.types import Usage
 from queueing import quotas, services
 from queueing.models import LLMRequest, Quota
 from queueing.scheduler import get_scheduler
 from ratelimit_project import redis as project_redis
-from tests.usage.factories import make_user
-
-
-@pytest.fixture
-def own_redis(settings, tmp_path: Path):
-    """A Redis of this test's own, so stopping it disturbs no other test."""
-    server = project_redis.PrivateRedis(tmp_path / "redis").start()
-    settings.REDIS_URL = server.url
-    project_redis.reset_clients()
-    yield server
-    server.stop()
-    project_redis.reset_clients()
+from tests.usage.factories import make_user, record
 
 
 def ask(user):
@@ -67,3 +59,64 @@ def test_a_kept_submission_over_its_quota_is_rejected_clearly_by_the_reaper(own_
     assert row.status == LLMRequest.Status.REJECTED
     assert "quota" in row.error_message.lower()
     assert not get_scheduler().contains(request_id=row.pk)
+
+
+@pytest.mark.django_db
+def test_after_redis_restarts_the_reaper_waits_a_lease_lifetime_before_trusting_missing_leases(
+    own_redis, settings
+) -> None:
+    # A call was running when Redis restarted empty: its lease is gone until its keeper renews
+    # it. Re-queueing it at once would have the API bill it twice.
+    settings.GATEWAY_LEASE_TTL_S = 3  # the shortest lease there is
+    user = make_user("mid-call")
+    row = ask(user)
+    LLMRequest.objects.filter(pk=row.pk).update(
+        status=LLMRequest.Status.RUNNING,
+        dispatched_at=timezone.now() - dt.timedelta(minutes=5),
+        dispatch_count=1,
+    )
+    own_redis.stop()
+    for path in own_redis.directory.iterdir():  # came back without its data
+        if path.is_file():
+            path.unlink()
+    own_redis.start()
+    project_redis.reset_clients()
+
+    assert services.recover_orphans(grace_s=0) == 0
+    assert LLMRequest.objects.get(pk=row.pk).status == LLMRequest.Status.RUNNING
+    time.sleep(3.1)  # no keeper renewed it within a lease's lifetime: its worker is gone
+    assert services.recover_orphans(grace_s=0) == 1
+    assert LLMRequest.objects.get(pk=row.pk).status == LLMRequest.Status.QUEUED
+
+
+@pytest.mark.django_db
+def test_the_quota_of_a_call_that_finished_during_an_outage_is_settled_by_the_reaper(
+    own_redis,
+) -> None:
+    # The worker recorded the answer in the database, but Redis was away for the settlement:
+    # the reservation is still held there once Redis is back with its data.
+    user = make_user("finished-offline")
+    row = ask(user)
+    held = quotas.usage_now(holder_kind="user", holder_id=user.pk)["day"]
+    assert held["tokens_held"] > 0 and held["tokens_used"] == 0
+    record(
+        user=user,
+        model="claude-sonnet-5-5",
+        usage=Usage(input_tokens=120, output_tokens=30),
+        llm_request=row,
+    )
+    LLMRequest.objects.filter(pk=row.pk).update(
+        status=LLMRequest.Status.SUCCEEDED, finished_at=timezone.now() - dt.timedelta(minutes=2)
+    )
+    failed = ask(user)
+    LLMRequest.objects.filter(pk=failed.pk).update(
+        status=LLMRequest.Status.FAILED, finished_at=timezone.now() - dt.timedelta(minutes=2)
+    )
+
+    services.recover_orphans(grace_s=0)
+
+    day = quotas.usage_now(holder_kind="user", holder_id=user.pk)["day"]
+    assert day["tokens_held"] == 0
+    assert day["tokens_used"] == 150  # what audit_log billed, counted once
+    services.recover_orphans(grace_s=0)
+    assert quotas.usage_now(holder_kind="user", holder_id=user.pk)["day"]["tokens_used"] == 150

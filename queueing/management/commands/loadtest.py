@@ -28,6 +28,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--scale", type=float, default=1.0, help="Multiply the scenario's size."
         )
+        parser.add_argument(
+            "--redis-outage-s",
+            dest="redis_outage_s",
+            default=None,
+            metavar="S[,S...]",
+            help="faults: Redis outages with calls in flight, seconds each (default 8,30; 0: none).",
+        )
         # Scenario-specific options are accepted as --opt key=value pairs.
         parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
 
