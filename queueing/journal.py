@@ -13,22 +13,33 @@ re-queueing a request whose worker is gone, looks here first; an entry for the r
 current dispatch means "this was billed": it records that response (idempotent on
 ``client_request_id``) and finishes the request instead of calling the API again.
 
+While Redis is unreachable the entry goes to a file of this process instead
+(``$VAR_DIR/journal/<host>-<pid>.jsonl``, fsynced): the journal must not depend on the thing
+that is down. The file is emptied once every entry in it is recorded; if the process dies, the
+reaper of any worker host on the same machine moves the entries of dead processes' files into
+Redis (``adopt_orphaned_files``), where recovery finds them as usual.
+
 What it cannot cover: a worker killed after the API sent the response but before the journal
-write (parsing the reply, a few milliseconds), or while Redis is unreachable (writing is best
-effort: a call never fails because the journal could not be written). Closing that last gap
-needs the API's help (an idempotency key or a per-request usage lookup), which Anthropic's
-Messages API does not offer.
+write (parsing the reply, a few milliseconds); and a machine lost for good during a Redis
+outage (its files go with it). Closing that last gap needs the API's help (an idempotency key
+or a per-request usage lookup), which Anthropic's Messages API does not offer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
+import socket
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
+from django.conf import settings
 
 from llm_calls.types import Attempt, MessageResult, Usage
 from ratelimit_project.redis import get_redis
@@ -86,18 +97,111 @@ def _decode(raw: bytes | str) -> JournalEntry:
     )
 
 
-def remember(*, request_id: int, dispatch: int, result: MessageResult) -> bool:
-    """Journal a billed response before recording it; False if Redis could not be written."""
+# --- the local file, while Redis is away ---------------------------------------------------
+
+_HOST = socket.gethostname()
+_file_lock = threading.Lock()
+_in_file: set[tuple[int, int]] = set()  # (request, dispatch) of this process's unrecorded entries
+
+
+def _directory() -> Path:
+    return Path(settings.VAR_DIR) / "journal"
+
+
+def _own_file() -> Path:
+    # The pid is read at each write: a forked worker process gets a file of its own.
+    return _directory() / f"{_HOST}-{os.getpid()}.jsonl"
+
+
+def _write_locally(request_id: int, dispatch: int, result: MessageResult) -> bool:
+    line = json.dumps({"request_id": request_id, "entry": _encode(dispatch, result)}) + "\n"
     try:
-        get_redis().set(_key(request_id), _encode(dispatch, result), ex=ENTRY_TTL_S)
-    except redis.RedisError as error:
+        with _file_lock:
+            _directory().mkdir(parents=True, exist_ok=True)
+            with _own_file().open("a", encoding="utf-8") as file:
+                file.write(line)
+                file.flush()
+                os.fsync(file.fileno())
+            _in_file.add((request_id, dispatch))
+    except OSError as error:
         log.warning("could not journal the billed response of request %s: %s", request_id, error)
         return False
     return True
 
 
+def _forget_locally(request_id: int, dispatch: int) -> None:
+    with _file_lock:
+        if (request_id, dispatch) not in _in_file:
+            return
+        _in_file.discard((request_id, dispatch))
+        if not _in_file:  # every entry in it is recorded: nothing left to recover from it
+            # Left behind, it is adopted later: its entries are of finished requests, which
+            # recovery skips.
+            with contextlib.suppress(OSError):
+                _own_file().unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def adopt_orphaned_files() -> int:
+    """Move the entries of dead processes' journal files on this machine into Redis.
+
+    Run by the reaper before it looks for orphans; returns how many entries it moved. An entry
+    already in Redis is left as it is (``NX``); a file is deleted only once all of it is in.
+    """
+    moved = 0
+    directory = _directory()
+    if not directory.is_dir():
+        return 0
+    for path in directory.glob(f"{_HOST}-*.jsonl"):
+        pid_text = path.stem.rsplit("-", 1)[-1]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        pipe = get_redis().pipeline(transaction=False)
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for line in lines:
+            try:
+                item = json.loads(line)
+                pipe.set(_key(int(item["request_id"])), item["entry"], ex=ENTRY_TTL_S, nx=True)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by the kill: that response was not journaled
+        pipe.execute()
+        moved += len(lines)
+        path.unlink(missing_ok=True)
+        log.warning("adopted %s journal entries of dead worker process %s", len(lines), pid_text)
+    return moved
+
+
+# --- the journal -----------------------------------------------------------------------------
+
+
+def remember(*, request_id: int, dispatch: int, result: MessageResult) -> bool:
+    """Journal a billed response before recording it: in Redis, or in this process's file while
+    Redis is unreachable. False only if neither could be written."""
+    try:
+        get_redis().set(_key(request_id), _encode(dispatch, result), ex=ENTRY_TTL_S)
+    except redis.RedisError as error:
+        log.warning(
+            "journaling the billed response of request %s in %s (no Redis: %s)",
+            request_id,
+            _own_file(),
+            error,
+        )
+        return _write_locally(request_id, dispatch, result)
+    return True
+
+
 def forget(*, request_id: int, dispatch: int) -> None:
     """Drop the entry once the response is recorded (only this dispatch's; best effort)."""
+    _forget_locally(request_id, dispatch)
     try:
         entry = pending(request_id=request_id)
         if entry is not None and entry.dispatch == dispatch:

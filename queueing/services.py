@@ -952,6 +952,7 @@ def recover_orphans(*, grace_s: float | None = None) -> int:
     cutoff = now - dt.timedelta(seconds=conf.orphan_grace_s() if grace_s is None else grace_s)
     scheduler = get_scheduler()
     count = 0
+    journal.adopt_orphaned_files()  # billed responses dead processes journaled while Redis was away
     stuck = LLMRequest.objects.filter(
         status__in=(Status.DISPATCHED, Status.RUNNING), use_batch=False, dispatched_at__lt=cutoff
     ).values_list("pk", "status", "dispatch_count")
