@@ -6,6 +6,7 @@ Every read goes through ``django.conf.settings`` at call time (never cached at i
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -36,6 +37,17 @@ def api_key() -> str:
 
 def base_url() -> str:
     return str(getattr(settings, "ANTHROPIC_BASE_URL", "") or "")
+
+
+def upstream_id() -> str:
+    """A short name for the server and account calls go to, that reveals nothing of the key.
+
+    What the gateway learns from responses that depends on them — how much of a prompt the
+    upstream's prompt cache serves — is kept per upstream: a new emulator or another key starts
+    from a cold cache, and must not inherit figures learned while another one was warm.
+    """
+    raw = f"{base_url().strip() or REAL_API_BASE_URL}|{api_key().strip()}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
 def timeout_s() -> float:

@@ -55,6 +55,7 @@ from typing import Any
 import redis
 
 from llm_calls import catalog
+from llm_calls import conf as llm_conf
 from llm_calls.types import Usage
 from queueing import conf
 from queueing.lua import LuaScript
@@ -261,9 +262,15 @@ class RedisRateLimiter:
             f"{base}:learned",
             f"{base}:pause",
             f"{base}:stats",
-            f"{base}:estimate",
+            self._estimate_key(model_class),
             f"gw:rl:res:{reservation_id or '-'}",
         ]
+
+    @staticmethod
+    def _estimate_key(model_class: str) -> str:
+        # Per upstream: the factor learns how much of a prompt the upstream's cache serves, which
+        # is true only of the upstream it was learned from (llm_calls.conf.upstream_id).
+        return f"gw:rl:{model_class}:estimate:{llm_conf.upstream_id()}"
 
     def _head_args(self, model_class: str, now: float | None) -> list[Any]:
         limits = self._configured(model_class)
@@ -467,7 +474,7 @@ class RedisRateLimiter:
         cover the request's real charge, not its average one, or the server's bucket runs
         below ours while requests are in flight (a 429). The surplus comes back at reconcile.
         """
-        mean, deviation = self.redis.hmget(f"gw:rl:{model_class}:estimate", ["m", "d"])
+        mean, deviation = self.redis.hmget(self._estimate_key(model_class), ["m", "d"])
         if mean is None:
             return 1.0
         return _factor(float(mean), float(deviation or 0))

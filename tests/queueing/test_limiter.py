@@ -329,6 +329,25 @@ def test_estimate_factor_corrects_a_client_that_underestimates_by_30_percent(
     assert limiter.record_estimate("sonnet", 0, 500) == limiter.estimate_factor("sonnet")
 
 
+def test_a_charge_factor_learned_on_a_warm_cache_is_not_used_against_another_upstream(
+    redis_client, settings
+) -> None:
+    # Learned while the emulator's cache served most of every prompt: a request is charged a
+    # tenth of its estimate. A new emulator (another address) starts with a cold cache, so its
+    # first requests are charged in full and must be reserved in full, or the limit is overrun.
+    limiter = make_limiter()
+    settings.ANTHROPIC_BASE_URL = "http://127.0.0.1:8001"
+    for _ in range(20):
+        limiter.record_estimate("sonnet", 10_000, 1_000)
+    assert limiter.estimate_factor("sonnet") < 0.2
+    settings.ANTHROPIC_BASE_URL = "http://127.0.0.1:8002"
+    assert limiter.estimate_factor("sonnet") == 1.0
+    settings.ANTHROPIC_API_KEY = "sk-ant-another-organization"
+    settings.ANTHROPIC_BASE_URL = "http://127.0.0.1:8001"
+    assert limiter.estimate_factor("sonnet") == 1.0  # another key: another account's cache
+    assert limiter.state(model_class="sonnet")["estimate_factor"] == 1.0
+
+
 def test_server_clock_is_used_without_an_explicit_now(redis_client) -> None:
     limiter = make_limiter(itpm=60_000)  # 1,000 tokens per second
     assert limiter.try_reserve(model_class="sonnet", input_tokens=60_000, output_tokens=0).admitted
