@@ -28,7 +28,7 @@ import redis
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, OperationalError, transaction
 from django.db import connection as db_connection
-from django.db.models import F, Sum
+from django.db.models import F
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -1044,23 +1044,17 @@ def _settle_stranded_reservations(*, cutoff: dt.datetime) -> int:
                 quotas.release(user_id=user_id, org_id=org_id, request_id=pk)
                 count += 1
                 continue
+            # One success row per request (recording is idempotent per dispatch); settled as
+            # _settle_succeeded settles it: all input tokens plus output, at the row's cost.
             billed = AuditLog.objects.filter(
                 llm_request_id=pk, outcome=AuditLog.Outcome.SUCCESS
-            ).aggregate(
-                tokens=Sum(
-                    F("input_tokens")
-                    + F("cache_creation_input_tokens")
-                    + F("cache_read_input_tokens")
-                    + F("output_tokens")
-                ),
-                pico_usd=Sum("cost_pico_usd"),
-            )
+            ).first()
             quotas.settle(
                 user_id=user_id,
                 org_id=org_id,
                 request_id=pk,
-                tokens=int(billed["tokens"] or 0),
-                usd=pricing.pico_to_usd(int(billed["pico_usd"] or 0)),
+                tokens=billed.total_input_tokens + billed.output_tokens if billed else 0,
+                usd=billed.cost_usd if billed else Decimal(0),
             )
             log.warning("settled the quota of request %s, finished while Redis was away", pk)
             count += 1

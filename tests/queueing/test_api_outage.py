@@ -14,11 +14,10 @@ import pytest
 from django.test import Client
 
 from queueing import quotas, services
-from queueing.auth import api_token_create
 from queueing.models import LLMRequest
 from queueing.scheduler import get_scheduler
 from ratelimit_project import redis as project_redis
-from tests.usage.factories import make_user
+from tests.usage.factories import api_client, make_user
 
 BODY = {
     "session_id": "outage-api",
@@ -26,11 +25,6 @@ BODY = {
     "max_tokens": 50,
     "messages": [{"role": "user", "content": "are you there?"}],
 }
-
-
-def api_client(user: Any) -> Client:
-    _, raw = api_token_create(user=user, name="outage")
-    return Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
 
 
 def held_tokens(user: Any) -> int:

@@ -12,7 +12,7 @@ from django.test import Client
 
 from queueing.auth import api_token_create
 from queueing.models import LLMRequest, Quota
-from tests.usage.factories import make_user
+from tests.usage.factories import api_client, make_user
 
 BODY = {
     "session_id": "idem",
@@ -20,11 +20,6 @@ BODY = {
     "max_tokens": 50,
     "messages": [{"role": "user", "content": "book the meeting room"}],
 }
-
-
-def api_client(user: Any) -> Client:
-    _, raw = api_token_create(user=user, name="idem")
-    return Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
 
 
 def post(api: Client, key: str | None, body: dict[str, Any] = BODY) -> Any:

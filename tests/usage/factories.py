@@ -8,8 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.test import Client
 
 from llm_calls.types import Usage
+from queueing.auth import api_token_create
 from queueing.models import Membership, Organization
 from usage import services
 from usage.models import AuditLog, ModelPrice, Outcome, PriceBand, Speed
@@ -122,3 +124,9 @@ def make_price(
             ),
         )
     return row
+
+
+def api_client(user: User, *, name: str = "tests") -> Client:
+    """A JSON API client authenticated as ``user`` by a new API token (no session, no CSRF)."""
+    _, raw = api_token_create(user=user, name=name)
+    return Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
