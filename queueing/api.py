@@ -23,6 +23,7 @@ from llm_calls.validation import InvalidRequest
 from queueing import eta, selectors, services
 from queueing.auth import bearer_token, user_for_token
 from queueing.models import LLMRequest
+from queueing.overview import queue_overview
 
 View = Callable[..., HttpResponse]
 
@@ -227,4 +228,4 @@ def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 def queue_stats(request: HttpRequest) -> HttpResponse:
     if not request.user.is_staff:
         return error(403, "permission_error", "staff only")
-    return JsonResponse(eta.queue_overview())
+    return JsonResponse(queue_overview())

@@ -14,7 +14,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from queueing import eta
+from queueing.overview import queue_overview
 from usage.metrics import PREFIX, register_collector
 
 REDIS_UP = f"{PREFIX}_redis_up"
@@ -27,7 +27,7 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            overview = eta.queue_overview()
+            overview = queue_overview()
         except redis.RedisError:
             # A scrape during an outage still answers, and says so: alert on redis_up == 0.
             yield GaugeMetricFamily(REDIS_UP, REDIS_UP_HELP, value=0)

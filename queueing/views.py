@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from llm_calls.validation import InvalidRequest
 from queueing import eta, selectors, services
 from queueing.forms import SubmitForm
+from queueing.overview import queue_overview
 
 
 @login_required
@@ -72,7 +73,7 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_member_required
 def staff_queue(request: HttpRequest) -> HttpResponse:
     try:
-        overview = eta.queue_overview()
+        overview = queue_overview()
     except redis.RedisError:
         return render(
             request, "queueing/staff_queue.html", {"unavailable": eta.QUEUE_UNAVAILABLE}, status=503
