@@ -305,3 +305,40 @@ def queue_status(request: LLMRequest) -> dict[str, Any]:
             "eta_s": None,
             "queue_unavailable": QUEUE_UNAVAILABLE,
         }
+
+
+def describe_wait(seconds: float | None) -> str:
+    """A wait as people read it: "under 10 s", "about 40 s", "about 3 min", "about 2 h".
+
+    Rounded to what an estimate can promise: 5 s steps under a minute, whole minutes under an
+    hour, then hours (half hours under 3 h).
+    """
+    if seconds is None:
+        return "unknown"
+    if seconds < 10:
+        return "under 10 s"
+    if seconds < 57.5:
+        return f"about {5 * round(seconds / 5)} s"
+    if seconds < 3570:
+        return f"about {max(1, round(seconds / 60))} min"
+    hours = seconds / 3600
+    if hours < 3:
+        half = round(hours * 2) / 2
+        return f"about {half:g} h"
+    return f"about {round(hours)} h"
+
+
+def describe_waited(seconds: float | None) -> str:
+    """A wait that happened, as people read it: "0.4 s", "34 s", "3 min 5 s", "1 h 12 min"."""
+    if seconds is None:
+        return "—"
+    if seconds < 9.95:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        minutes, rest = divmod(whole, 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(whole, 3600)
+    return f"{hours} h {rest // 60} min"
