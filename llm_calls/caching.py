@@ -81,7 +81,7 @@ from django.conf import settings
 
 from llm_calls import catalog
 from llm_calls.tokens import MESSAGE_OVERHEAD_TOKENS, block_tokens, chars_per_token_for, text_tokens
-from llm_calls.types import CLASSIC_CACHE_RATES, CacheRates
+from llm_calls.types import CLASSIC_CACHE_RATES, CacheRates, Usage
 from llm_calls.validation import (
     MAX_BREAKPOINTS,
     InvalidRequest,
@@ -1047,3 +1047,257 @@ def uncached_prefixes(*, limit: int = 50) -> list[UncachedPrefix]:
             )
         )
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# Which prefixes the upstream's prompt cache holds now (Redis)
+#
+# The ITPM limit charges uncached input and cache writes; cache reads are free. So what a call
+# will be charged depends on whether its prefix is in the upstream's cache *now* — a fact that
+# expires (5 minutes or 1 hour after the entry's last use) and that a restarted upstream or an
+# eviction can take away. The limiter and the ETA ask ``WarmPrefixes`` instead of learning an
+# average "how much the cache serves" figure, which stayed true only while the cache did.
+#
+# Keys ``gw:cache:warm:<upstream>:<model>:<generation>:<hash>`` exist while the entry does: each
+# response that wrote or read a prefix (its usage says so) sets them to expire with the entry,
+# counted from when the call was sent (the upstream counts from when the response started, so
+# we forget first). Any surprise — a response that wrote a prefix we held as warm — bumps the
+# generation: every warm record of that upstream and model is forgotten at once, and calls
+# reserve their full prompt until responses show what the cache holds again.
+
+WARM_KEY = "gw:cache:warm:{upstream}:{model}"
+# Forget an entry this long before we expect the upstream to drop it (clock skew, rounding).
+WARM_MARGIN_S = 5.0
+# A prefix is taken as served when the read covers this much of its estimated length (our
+# token estimate of a prefix and the API's count differ by a few percent).
+_SERVED_FRACTION = 0.9
+
+# ARGV: sent_at, now, then per mark (hash, 1 if this response did not read it, ttl ms or 0).
+# A record holds the time it was set: only a record older than the call's send is a surprise
+# (two calls sent together before the first write both pay the write, and that is expected).
+_WARM_RECORD_LUA = """
+local base = KEYS[1]
+local sent_at, now = tonumber(ARGV[1]), ARGV[2]
+local gen = redis.call('GET', base .. ':gen') or '0'
+local surprise = 0
+local n = (#ARGV - 2) / 3
+for i = 0, n - 1 do
+  local h = ARGV[3 + 3 * i]
+  if ARGV[4 + 3 * i] == '1' then
+    local held = redis.call('GET', base .. ':' .. gen .. ':' .. h)
+    if held and tonumber(held) < sent_at then
+      surprise = 1
+    end
+  end
+end
+if surprise == 1 then
+  gen = tostring(redis.call('INCR', base .. ':gen'))
+  redis.call('EXPIRE', base .. ':gen', 7 * 24 * 3600)
+end
+for i = 0, n - 1 do
+  local h, ttl_ms = ARGV[3 + 3 * i], tonumber(ARGV[5 + 3 * i])
+  if ttl_ms > 0 then
+    redis.call('SET', base .. ':' .. gen .. ':' .. h, now, 'PX', ttl_ms)
+  end
+end
+return surprise
+"""
+
+# ARGV[1]: "reserve" — answer 1 for a prefix in the cache and confirmed by a response within
+# ARGV[3] seconds of now (ARGV[4]), and mark every other one as being written (the call about
+# to be sent writes it); "forecast" — answer 1 for a prefix in the cache or being written (what
+# a queued request will find by the time it is sent). ARGV[5..] are the prefix hashes.
+_WARM_LOOKUP_LUA = """
+local base = KEYS[1]
+local mode, pending_ms = ARGV[1], tonumber(ARGV[2])
+local confirm_s, now = tonumber(ARGV[3]), tonumber(ARGV[4])
+local gen = redis.call('GET', base .. ':gen') or '0'
+local out = {}
+for i = 5, #ARGV do
+  local key = base .. ':' .. gen .. ':' .. ARGV[i]
+  local held = redis.call('GET', key)
+  local warm = 0
+  if mode == 'reserve' then
+    if held and now - tonumber(held) <= confirm_s then
+      warm = 1
+    else
+      redis.call('SET', key .. ':writing', '1', 'PX', pending_ms)
+    end
+  elseif held or redis.call('EXISTS', key .. ':writing') == 1 then
+    warm = 1
+  end
+  out[#out + 1] = warm
+end
+return out
+"""
+# The limiter trusts a warm record only this long after a response confirmed it. In steady
+# traffic every response confirms it again; after an idle gap (or an upstream restarted behind
+# the same address, which no response has shown yet) calls reserve their whole prompt until a
+# response shows what the cache holds: an over-reservation comes back at reconcile, an
+# under-reservation would be a 429.
+WARM_CONFIRMED_S = 30.0
+# How long a prefix counts as "being written" after a call that writes it was reserved.
+WRITING_MS = 120_000
+
+
+@dataclass(frozen=True)
+class CachePrefix:
+    """A prefix of a body that a prompt-cache entry could serve: its hash and estimated tokens."""
+
+    prefix_hash: str
+    tokens: int
+
+
+def cacheable_prefixes(params: Mapping[str, Any]) -> tuple[CachePrefix, ...]:
+    """The prefixes of ``params`` the planner (or the caller) may mark, shortest first.
+
+    These are the prefixes a cache entry written by an earlier call can serve: stored with a
+    queued request so the dispatcher can tell, when it reserves, how much of the prompt will
+    be a free cache read. Empty for a model outside the catalog or a body the planner cannot
+    read (it is then reserved in full).
+    """
+    try:
+        analysis = _analyse(params)
+    except InvalidRequest:
+        return ()
+    if analysis.min_tokens is None:
+        return ()
+    found = {
+        c.block.prefix_hash: c.block.cumulative
+        for c in analysis.usable
+        if c.block.cumulative >= analysis.min_tokens
+    }
+    for mark in analysis.caller_marks:
+        if mark.prefix_tokens >= analysis.min_tokens:
+            found[mark.prefix_hash] = mark.prefix_tokens
+    return tuple(
+        CachePrefix(prefix_hash=h, tokens=t) for h, t in sorted(found.items(), key=lambda i: i[1])
+    )
+
+
+def prefixes_to_json(prefixes: Sequence[CachePrefix]) -> list[list[Any]]:
+    """As stored with a queued request: ``[[hash, tokens], ...]``."""
+    return [[p.prefix_hash, p.tokens] for p in prefixes]
+
+
+def prefixes_from_json(value: Any) -> tuple[CachePrefix, ...]:
+    """The inverse of ``prefixes_to_json``; anything else reads as no prefixes."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        CachePrefix(prefix_hash=str(item[0]), tokens=int(item[1]))
+        for item in value
+        if isinstance(item, list) and len(item) == 2
+    )
+
+
+class WarmPrefixes:
+    """Which prefixes the current upstream's prompt cache holds, per model (see above).
+
+    ``forecast=False`` (the limiter): only what the cache holds now, as a response confirmed
+    within ``WARM_CONFIRMED_S``, counts; each other prefix is noted as being written by the
+    call about to be reserved. ``forecast=True``
+    (the ETA): a prefix being written counts too — by the time a queued request is sent, the
+    call ahead of it will have written it.
+
+    A lookup object remembers its answers, so a dispatcher step that reserves many requests
+    sharing one system prompt asks Redis once. Create one per step; never keep it longer.
+    """
+
+    def __init__(
+        self, *, forecast: bool = False, client: redis.Redis | None = None, now: float | None = None
+    ) -> None:
+        self._client = client
+        self._mode = "forecast" if forecast else "reserve"
+        self._now = now
+        self._known: dict[tuple[str, str], bool] = {}
+
+    def _redis(self) -> redis.Redis:
+        return self._client if self._client is not None else _default_redis()
+
+    def tokens(self, *, model: str, prefixes: Sequence[CachePrefix]) -> int:
+        """Estimated tokens of the longest of ``prefixes`` in the cache (0: none)."""
+        unknown = [p.prefix_hash for p in prefixes if (model, p.prefix_hash) not in self._known]
+        if unknown:
+            flags = _script(self._redis(), _WARM_LOOKUP_LUA)(
+                keys=[_warm_base(model)],
+                args=[
+                    self._mode,
+                    WRITING_MS,
+                    repr(WARM_CONFIRMED_S),
+                    repr(time.time() if self._now is None else self._now),
+                    *unknown,
+                ],
+            )
+            for prefix_hash, flag in zip(unknown, flags, strict=True):
+                self._known[(model, prefix_hash)] = int(flag) == 1
+        return max((p.tokens for p in prefixes if self._known[(model, p.prefix_hash)]), default=0)
+
+
+def record_warm_prefixes(
+    plan: CachePlan, *, usage: Usage, sent_at: float, now: float | None = None
+) -> bool:
+    """After a response: remember the prefixes it wrote or read as cached until they expire.
+
+    ``sent_at`` is when the call was first sent (epoch seconds): entries expire counted from
+    the response, so counting from the send forgets them first. Returns True when the response
+    contradicted what we held (a prefix we took as cached was written again): every warm
+    record of this upstream and model is then forgotten (see above). A Redis failure is logged,
+    never raised: this is a forecast, and the call it follows has succeeded.
+    """
+    cached = usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+    if not plan.breakpoints or cached <= 0 or usage.total_input_tokens <= 0:
+        return False
+    # The API's counts, in the scale of our estimates (breakpoints carry estimated tokens).
+    scale = plan.estimated_input_tokens / usage.total_input_tokens
+    read_est = usage.cache_read_input_tokens * scale
+    covered_est = cached * scale
+    clock = time.time() if now is None else now
+    args: list[Any] = [repr(float(sent_at)), repr(clock)]
+    for bp in plan.breakpoints:
+        # Written or read by this response: the entry at this mark now lives for its TTL.
+        # A mark inside the read part (not the longest match) was not refreshed: leave it.
+        served = bp.prefix_tokens * _SERVED_FRACTION <= covered_est
+        refreshed = served and bp.prefix_tokens >= read_est * _SERVED_FRACTION
+        expires_in = sent_at + TTL_SECONDS[bp.ttl] - WARM_MARGIN_S - clock
+        ttl_ms = round(expires_in * 1000) if refreshed and expires_in > 0 else 0
+        not_read = bp.prefix_tokens * _SERVED_FRACTION > read_est
+        args += [bp.prefix_hash, 1 if not_read else 0, ttl_ms]
+    try:
+        surprise = _script(_default_redis(), _WARM_RECORD_LUA)(
+            keys=[_warm_base(plan.model)], args=args
+        )
+    except redis.RedisError as error:
+        log.warning("could not record prompt-cache warmth (%s)", error)
+        return False
+    if int(surprise):
+        log.info(
+            "%s: a prefix held as cached was written again; forgetting what the upstream's "
+            "cache holds until responses show it",
+            plan.model,
+        )
+    return bool(int(surprise))
+
+
+def _warm_base(model: str) -> str:
+    from llm_calls import conf  # late: conf reads settings at call time
+
+    return WARM_KEY.format(upstream=conf.upstream_id(), model=model)
+
+
+def _default_redis() -> redis.Redis:
+    from ratelimit_project.redis import get_redis  # late: tests repoint REDIS_URL
+
+    return get_redis()
+
+
+_scripts: dict[tuple[int, str], Any] = {}
+
+
+def _script(client: redis.Redis, source: str) -> Any:
+    """``register_script`` once per client and script (it only hashes; Redis loads on use)."""
+    key = (id(client), source)
+    script = _scripts.get(key)
+    if script is None or script.registered_client is not client:
+        script = _scripts[key] = client.register_script(source)
+    return script

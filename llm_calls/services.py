@@ -8,11 +8,12 @@ record each attempt. Only queueing calls ``send_message`` (a test enforces it).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from llm_calls import client
-from llm_calls.caching import plan_for_call, record_uncached
+from llm_calls.caching import plan_for_call, record_uncached, record_warm_prefixes
 from llm_calls.retry import ClaudeCallError, RetryPolicy, call_with_retry
 from llm_calls.types import CLASSIC_CACHE_RATES, Attempt, CacheRates, MessageResult, Usage
 
@@ -64,6 +65,7 @@ def send_message(
             return client.stream_message(params=params, extra_headers=headers)
         return client.create_message(params=params, extra_headers=headers)
 
+    sent_at = time.time()
     outcome = call_with_retry(
         attempt=attempt,
         policy=policy or RetryPolicy.from_settings(),
@@ -71,12 +73,16 @@ def send_message(
         on_response_headers=on_response_headers,
         before_attempt=before_attempt,
     )
-    return message_result_from_api(
+    result = message_result_from_api(
         message=outcome.response.value,
         request_id=outcome.response.request_id,
         attempts=outcome.attempts,
         latency_ms=outcome.latency_ms,
     )
+    # What the upstream's cache now holds decides what the next calls are charged (the
+    # limiter reserves by it); a Redis failure here is logged, never raised.
+    record_warm_prefixes(plan, usage=result.usage, sent_at=sent_at)
+    return result
 
 
 def message_result_from_api(

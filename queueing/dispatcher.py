@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import threading
+import time
 from dataclasses import dataclass
 
 import django_rq
@@ -25,9 +25,9 @@ import redis
 from django.db import close_old_connections
 from rq import Queue
 
-from llm_calls import catalog
-from queueing import conf, leases, notifications, services
-from queueing.limiter import Reservation, get_limiter
+from llm_calls import caching, catalog
+from queueing import conf, eta, leases, notifications, services
+from queueing.limiter import Reservation, get_limiter, input_reservation
 from queueing.models import LLMRequest
 from queueing.scheduler import get_scheduler
 from ratelimit_project.redis import get_redis
@@ -51,6 +51,8 @@ class Step:
 class _Admitted:
     request_id: int
     reservation: Reservation
+    predicted_wait_s: float | None  # what the submitter was told
+    enqueued_at: float  # epoch seconds (the scheduler's)
 
 
 def _admit_heads(*, limit: int) -> tuple[list[_Admitted], float]:
@@ -62,6 +64,7 @@ def _admit_heads(*, limit: int) -> tuple[list[_Admitted], float]:
     scheduler = get_scheduler()
     limiter = get_limiter()
     factors: dict[str, float] = {}
+    warm = caching.WarmPrefixes()  # one lookup per prefix per step: most share a system prompt
     admitted: list[_Admitted] = []
     while len(admitted) < limit:
         item = scheduler.peek()
@@ -69,19 +72,32 @@ def _admit_heads(*, limit: int) -> tuple[list[_Admitted], float]:
             return admitted, 0.5
         row = (
             LLMRequest.objects.filter(pk=item.request_id)
-            .values_list("model", "estimated_input_tokens", "max_tokens", "status")
+            .values_list(
+                "model",
+                "estimated_input_tokens",
+                "max_tokens",
+                "status",
+                "cache_prefixes",
+                "predicted_wait_s",
+            )
             .first()
         )
         if row is None or row[3] != LLMRequest.Status.QUEUED:
             scheduler.pop(request_id=item.request_id)  # cancelled or finished elsewhere: drop it
             continue
-        model, estimated, max_tokens, _status = row
+        model, estimated, max_tokens, _status, prefixes, predicted = row
         model_class = catalog.model_class(model)
         if model_class not in factors:
             factors[model_class] = limiter.estimate_factor(model_class)
         admission = limiter.try_reserve(
             model_class=model_class,
-            input_tokens=math.ceil(estimated * factors[model_class]),
+            input_tokens=input_reservation(
+                model=model,
+                estimated_input_tokens=estimated,
+                prefixes=caching.prefixes_from_json(prefixes),
+                warm=warm,
+                factor=factors[model_class],
+            ),
             output_tokens=max_tokens,
         )
         if not admission.admitted or admission.reservation is None:
@@ -89,7 +105,9 @@ def _admit_heads(*, limit: int) -> tuple[list[_Admitted], float]:
         if not scheduler.pop(request_id=item.request_id):
             limiter.release(reservation=admission.reservation)  # another dispatcher won it
             continue
-        admitted.append(_Admitted(item.request_id, admission.reservation))
+        admitted.append(
+            _Admitted(item.request_id, admission.reservation, predicted, item.enqueued_at)
+        )
     return admitted, 0.0
 
 
@@ -115,6 +133,9 @@ def dispatch_once() -> Step:
     if not taken:
         return Step((), 0.0)
     leases.take_for_dispatch_many([a.request_id for a in taken])
+    now = time.time()
+    # How far the waits people were told landed: the range the ETA shows is learned from it.
+    eta.record_dispatch_waits(waits=[(a.predicted_wait_s, now - a.enqueued_at) for a in taken])
     queue.enqueue_many(
         [
             Queue.prepare_data(

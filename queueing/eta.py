@@ -1,4 +1,4 @@
-"""Queue position and estimated wait, for users; queue depth and limiter state, for staff.
+"""Queue position and estimated wait, and how people read them (staff views: ``overview``).
 
 The estimate is a fluid model of the rate limiter and the fair scheduler. A request is
 dispatched when, for every one of the three buckets, the refill since now covers
@@ -20,12 +20,23 @@ dispatched when, for every one of the three buckets, the refill since now covers
 Arrival rates are exponentially decayed sums per class and user (time constant
 ``ARRIVAL_RATE_TAU_S``), kept in Redis by ``record_arrival`` (one Lua script). Amounts are
 converted from the scheduler's cost (estimated input + max_tokens) to each bucket with the
-recent mix of arrivals: input at the learned actual/estimated ratio, output at the learned
-ratio of actual to ``max_tokens``, one request per request. The request's own amounts are
-exactly what the dispatcher will reserve (input × ``estimate_factor``, all of ``max_tokens``).
-The wait is the smallest ``T`` that satisfies every bucket (a piecewise-linear equation), or the
-limiter's pause after a 429 if that is longer. The ``eta`` benchmark measures how far
-predictions land from actual waits.
+head of the queue and the recent mix of arrivals: ITPM at what the queued requests are
+expected to be *charged*, evaluated now — each one's prompt minus the part the prompt cache
+will serve (``llm_calls.caching.WarmPrefixes`` in forecast mode: cached now, or being written
+by a call ahead), at the tokenizer's learned ratio; output at the learned ratio of actual to
+``max_tokens`` and one request per request, in the mix of arrivals. A queue of requests
+sharing a cached 9,000-token system prompt costs ITPM only their questions; modelling it as
+9,000 tokens each is how an estimate ends up 50 times too long. The request's own amounts are
+what the dispatcher will reserve (the same cache-aware charge at the factor with its margin,
+all of ``max_tokens``). The wait is the smallest ``T`` that satisfies every bucket (a
+piecewise-linear equation), or the limiter's pause after a 429 if that is longer.
+
+Uncertainty: every dispatcher step records ln(actual / predicted) of the requests it
+dispatched (``record_dispatch_waits``); ``calibration`` turns their running mean and spread
+into the range shown beside the estimate (about 4 in 5 waits should end inside it), blended
+with a modest prior while samples are few. People read it as ``describe_wait_range``: "about
+3 min (2–4 min)". The ``eta`` benchmark measures how far predictions land from actual waits,
+on a plain and on a cached workload.
 
 Not modelled: requests of other model classes queued ahead (they do not use this bucket but
 are counted), reservations of calls in flight that come back when they are reconciled.
@@ -41,23 +52,40 @@ from typing import Any
 
 import redis
 
-from llm_calls import catalog
+from llm_calls import caching, catalog
+from llm_calls.caching import WarmPrefixes
 from queueing import conf
-from queueing.limiter import get_limiter
+from queueing.limiter import expected_itpm_charge, get_limiter
 from queueing.lua import LuaScript
 from queueing.models import LLMRequest
 from queueing.scheduler import Position, get_scheduler, user_key_for
 from ratelimit_project.redis import get_redis
 
 OUTPUT_RATIO_KEY = "gw:eta:output_ratio"
-ARRIVALS_KEY = "gw:eta:arrivals:{}"
+# Per priority class and model class: traffic to another model class uses other buckets.
+ARRIVALS_KEY = "gw:eta:arrivals:{priority}:{model_class}"
 # Time constant of the arrival-rate estimate: long enough that a few requests do not swing it,
 # short enough to follow a burst that makes people wait.
 ARRIVAL_RATE_TAU_S = 60.0
 _ARRIVALS_TTL_S = 3600
 _MAX_COMPETITORS = 500  # the busiest senders of a class; the rest add little
 _MAX_WAIT_S = 24 * 3600.0
+# Queued requests whose expected charges are summed for the ITPM conversion: enough to
+# represent the head of a busy queue, few enough for one indexed query per estimate.
+_QUEUE_SAMPLE = 100
 _ARRIVAL = LuaScript("eta_arrival")
+_CALIBRATE = LuaScript("eta_calibrate")
+
+CALIBRATION_KEY = "gw:eta:calibration"
+# Waits shorter than this are "no wait" to a person: their relative error means nothing.
+_CALIBRATION_FLOOR_S = 1.0
+_CALIBRATION_ALPHA = 0.05
+_CALIBRATION_TTL_S = 7 * 24 * 3600
+# Without evidence yet, say "within a factor of about 1.7 either way".
+_PRIOR_DEVIATION = 0.35
+_PRIOR_WEIGHT = 20  # samples the prior counts for while evidence accumulates
+# The range covers ~80% of outcomes for Laplace-like errors: P(|x - m| < k d) = 1 - e^-k.
+_RANGE_DEVIATIONS = 1.6
 
 
 def record_output_ratio(*, max_tokens: int, output_tokens: int) -> None:
@@ -71,6 +99,52 @@ def record_output_ratio(*, max_tokens: int, output_tokens: int) -> None:
     client.set(OUTPUT_RATIO_KEY, repr(value), ex=7 * 24 * 3600)
 
 
+def record_dispatch_waits(*, waits: Iterable[tuple[float | None, float]]) -> None:
+    """Learn how far predictions land: (predicted at submit, actual) waits in seconds of the
+    requests just dispatched, both floored at 1 s. One script per dispatcher step."""
+    errors = [
+        repr(math.log(max(actual, _CALIBRATION_FLOOR_S) / max(predicted, _CALIBRATION_FLOOR_S)))
+        for predicted, actual in waits
+        if predicted is not None and max(predicted, actual) >= _CALIBRATION_FLOOR_S
+    ]
+    if errors:
+        _CALIBRATE(
+            get_redis(),
+            keys=[CALIBRATION_KEY],
+            args=[repr(_CALIBRATION_ALPHA), _CALIBRATION_TTL_S, *errors],
+        )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How predictions have landed lately: ln(actual / predicted) has mean ``bias`` and mean
+    absolute deviation ``spread``, over ``samples`` dispatched requests."""
+
+    bias: float
+    spread: float
+    samples: int
+
+    def range_s(self, predicted: float) -> tuple[float, float]:
+        """Where the actual wait should fall, about 4 times in 5."""
+        low = predicted * math.exp(self.bias - _RANGE_DEVIATIONS * self.spread)
+        high = predicted * math.exp(self.bias + _RANGE_DEVIATIONS * self.spread)
+        return round(low, 1), round(high, 1)
+
+
+def calibration() -> Calibration:
+    """The learned calibration, blended with a modest prior while samples are few."""
+    mean, deviation, samples = get_redis().hmget(CALIBRATION_KEY, ["m", "d", "n"])
+    n = int(samples or 0)
+    if mean is None or n == 0:
+        return Calibration(bias=0.0, spread=_PRIOR_DEVIATION, samples=0)
+    share = n / (n + _PRIOR_WEIGHT)
+    return Calibration(
+        bias=share * float(mean),
+        spread=share * float(deviation or 0) + (1 - share) * _PRIOR_DEVIATION,
+        samples=n,
+    )
+
+
 def _output_ratio() -> float:
     raw = get_redis().get(OUTPUT_RATIO_KEY)
     return 1.0 if raw is None else max(0.05, float(raw))
@@ -79,6 +153,7 @@ def _output_ratio() -> float:
 def record_arrival(
     *,
     priority: str,
+    model_class: str,
     user_key: str,
     weight: float,
     input_tokens: int,
@@ -88,7 +163,7 @@ def record_arrival(
     """Count one newly queued request in its class's arrival rates (see the module docstring)."""
     _ARRIVAL(
         get_redis(),
-        keys=[ARRIVALS_KEY.format(priority)],
+        keys=[ARRIVALS_KEY.format(priority=priority, model_class=model_class)],
         args=[
             "" if now is None else repr(float(now)),
             repr(ARRIVAL_RATE_TAU_S),
@@ -113,13 +188,16 @@ class ClassArrivals:
     users: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (cost/s, weight)
 
 
-def arrival_rates(*, classes: Iterable[str], now: float | None = None) -> dict[str, ClassArrivals]:
-    """Decayed arrival sums → rates, per class (``now`` in epoch seconds, default Redis clock)."""
+def arrival_rates(
+    *, classes: Iterable[str], model_class: str, now: float | None = None
+) -> dict[str, ClassArrivals]:
+    """Decayed arrival sums → rates, per priority class, of one model class's traffic (``now``
+    in epoch seconds, default Redis clock)."""
     names = list(classes)
     pipe = get_redis().pipeline(transaction=False)
     pipe.time()
     for name in names:
-        pipe.hgetall(ARRIVALS_KEY.format(name))
+        pipe.hgetall(ARRIVALS_KEY.format(priority=name, model_class=model_class))
     clock, *hashes = pipe.execute()
     at = now if now is not None else clock[0] + clock[1] / 1_000_000
     tau = ARRIVAL_RATE_TAU_S
@@ -218,10 +296,54 @@ def _flows(
     return flows
 
 
+def _queue_charges(
+    *, request: LLMRequest, warm: WarmPrefixes, mean: float, factor: float
+) -> tuple[float, float]:
+    """(expected ITPM charge per cost token of the head of the queue and this request, what
+    the dispatcher will reserve for this request).
+
+    The head of the queue is its ``_QUEUE_SAMPLE`` oldest requests, taken in order: a prefix
+    that is cached (or being written) is free for all of them, and one that is not is paid by
+    the first request carrying it and free for those after it — the first call writes it.
+    """
+    ahead = (
+        LLMRequest.objects.filter(status=LLMRequest.Status.QUEUED)
+        .exclude(pk=request.pk)
+        .order_by("created_at")
+        .only("model", "estimated_input_tokens", "max_tokens", "cache_prefixes")[:_QUEUE_SAMPLE]
+    )
+    carried: set[tuple[str, str]] = set()
+    charge = cost = 0.0
+    own_cached = 0
+    for row in [*ahead, request]:
+        prefixes = caching.prefixes_from_json(row.cache_prefixes)
+        cached = max(
+            (p.tokens for p in prefixes if (row.model, p.prefix_hash) in carried), default=0
+        )
+        if prefixes:
+            cached = max(cached, warm.tokens(model=row.model, prefixes=prefixes))
+        charge += expected_itpm_charge(
+            model=row.model,
+            estimated_input_tokens=row.estimated_input_tokens,
+            cached_tokens=cached,
+            factor=mean,
+        )
+        cost += row.estimated_input_tokens + row.max_tokens
+        carried.update((row.model, p.prefix_hash) for p in prefixes)
+        own_cached = cached
+    own = expected_itpm_charge(
+        model=request.model,
+        estimated_input_tokens=request.estimated_input_tokens,
+        cached_tokens=own_cached,
+        factor=factor,
+    )
+    return charge / max(1.0, cost), float(own)
+
+
 def predict_wait_s(*, request: LLMRequest) -> float | None:
     """Seconds until this queued request is dispatched, or None when it is not in the queue."""
     names = conf.priority_class_names()
-    rates = arrival_rates(classes=names)
+    rates = arrival_rates(classes=names, model_class=catalog.model_class(request.model))
     own_key = user_key_for(user_id=request.user_id)
     senders = rates.get(request.priority, ClassArrivals()).users
     busiest = sorted(
@@ -239,8 +361,18 @@ def predict_wait_s(*, request: LLMRequest) -> float | None:
     headroom = conf.limiter_headroom()
     flows = _flows(request=request, position=position, rates=rates)
 
-    # The traffic mix converts cost tokens into each bucket's units; the request itself is
-    # what the dispatcher will reserve for it.
+    # The request itself is what the dispatcher will reserve for it (the part of its prompt
+    # the cache will not serve, at the tokenizer factor with its margin). Everything else is
+    # in the scheduler's cost tokens, converted to each bucket's units: ITPM at the expected
+    # charge per cost token of the queue's head, evaluated now (warmth changes faster than
+    # any average of past arrivals would follow); output at the learned ratio of actual to
+    # ``max_tokens`` and one request per request, in the recent mix of arrivals.
+    itpm_per_cost, own_itpm = _queue_charges(
+        request=request,
+        warm=WarmPrefixes(forecast=True),
+        mean=state["estimate_mean"],
+        factor=state["estimate_factor"],
+    )
     own_cost = max(1, request.estimated_input_tokens + request.max_tokens)
     mix = [rates[name] for name in names if name in rates]
     mix_cost = sum(r.cost for r in mix)
@@ -252,14 +384,10 @@ def predict_wait_s(*, request: LLMRequest) -> float | None:
         per_cost_request = 1 / own_cost
     fraction = {
         "rpm": per_cost_request,
-        "itpm": input_share * state["estimate_mean"],
+        "itpm": itpm_per_cost,
         "otpm": (1 - input_share) * _output_ratio(),
     }
-    own = {
-        "rpm": 1.0,
-        "itpm": float(math.ceil(request.estimated_input_tokens * state["estimate_factor"])),
-        "otpm": float(request.max_tokens),
-    }
+    own = {"rpm": 1.0, "itpm": own_itpm, "otpm": float(request.max_tokens)}
     wait = state["paused_for_s"]
     for dim in ("rpm", "itpm", "otpm"):
         limit, level = limits[dim], levels[dim]
@@ -278,33 +406,75 @@ QUEUE_UNAVAILABLE = "the queue (Redis) is unreachable: position and wait are unk
 
 
 def queue_status(request: LLMRequest) -> dict[str, Any]:
-    """What a user sees next to a request: position (1 = next) and estimated wait in seconds.
+    """What a user sees next to a request: where it stands and how long it waits.
 
-    While Redis is unreachable the position is unknown, and says so (``queue_unavailable``),
-    rather than failing the page or the API answer that shows the request's saved state.
+    Queued: ``position`` (1 = next), ``requests_ahead``, ``eta_s`` with ``eta_range_s`` (where
+    the wait should end, about 4 times in 5, from how recent predictions landed) and
+    ``eta_text`` ("about 3 min"). Once dispatched: ``waited_s`` / ``waited_text``, the wait it
+    had. While Redis is unreachable the position is unknown, and says so
+    (``queue_unavailable``), rather than failing the page or the API answer that shows the
+    request's saved state.
     """
+    waited = waited_s(request)
+    status: dict[str, Any] = {
+        "position": None,
+        "requests_ahead": 0,
+        "eta_s": None,
+        "eta_range_s": None,
+        "eta_text": None,
+        "waited_s": None if waited is None else round(waited, 2),
+        "waited_text": None if waited is None else describe_waited(waited),
+    }
     if request.status != LLMRequest.Status.QUEUED:
-        return {
-            "position": None,
-            "requests_ahead": 0,
-            "eta_s": 0.0 if not request.is_terminal else None,
-        }
+        if not request.is_terminal:
+            status["eta_s"] = 0.0
+        return status
     try:
         position = get_scheduler().position(request_id=request.pk)
-        if position is None:
-            return {"position": None, "requests_ahead": None, "eta_s": None}
-        return {
-            "position": position.position,
-            "requests_ahead": position.requests_ahead,
-            "eta_s": predict_wait_s(request=request),
-        }
+        predicted = predict_wait_s(request=request) if position is not None else None
+        spread = calibration() if predicted is not None else None
     except redis.RedisError:
-        return {
-            "position": None,
-            "requests_ahead": None,
-            "eta_s": None,
-            "queue_unavailable": QUEUE_UNAVAILABLE,
-        }
+        return {**status, "requests_ahead": None, "queue_unavailable": QUEUE_UNAVAILABLE}
+    if position is None or predicted is None or spread is None:
+        return {**status, "requests_ahead": None}
+    low, high = spread.range_s(predicted)
+    return {
+        **status,
+        "position": position.position,
+        "requests_ahead": position.requests_ahead,
+        "eta_s": predicted,
+        "eta_range_s": [low, high],
+        "eta_text": describe_wait_range(predicted, low, high),
+    }
+
+
+def waited_s(request: LLMRequest) -> float | None:
+    """Seconds from submit to leaving the queue, once it has left (None before)."""
+    if request.dispatched_at is None or request.created_at is None:
+        return None
+    return max(0.0, (request.dispatched_at - request.created_at).total_seconds())
+
+
+def describe_wait_range(predicted: float, low: float, high: float) -> str:
+    """ "about 3 min (2–4 min)", "about 30 s (up to 1 min)"; just "under 10 s" when even the
+    long end is that short."""
+    text = describe_wait(predicted)
+    if high < 10:
+        return text
+    low_text, high_text = _bare(describe_wait(low)), _bare(describe_wait(high))
+    if low_text == high_text:
+        return text
+    if low < 10:
+        return f"{text} (up to {high_text})"
+    low_value, _, low_unit = low_text.partition(" ")
+    high_value, _, high_unit = high_text.partition(" ")
+    if low_unit == high_unit:
+        return f"{text} ({low_value}–{high_value} {high_unit})"
+    return f"{text} ({low_text}–{high_text})"
+
+
+def _bare(text: str) -> str:
+    return text.removeprefix("about ")
 
 
 def describe_wait(seconds: float | None) -> str:

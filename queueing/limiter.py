@@ -21,10 +21,14 @@ passes ``now``:
 
 Levels are integers of micro-tokens (1 token = 10^6), so refilling never drifts.
 
-Zero 429s needs our buckets never to run above the server's. Three things keep them below:
-reservations happen before the server charges (ours is ahead in time); ``estimate_factor`` is
-the learned mean of ITPM charge ÷ estimated input tokens plus a margin of its deviation, so a
-reservation covers a request's real ITPM charge; and ITPM admission keeps a small headroom
+Zero 429s needs our buckets never to run above the server's. Four things keep them below:
+reservations happen before the server charges (ours is ahead in time); a reservation is what
+the call will be charged — its prompt minus the part the upstream's prompt cache holds *now*
+(``llm_calls.caching.WarmPrefixes``: known per prefix from the responses that wrote or read
+it, forgotten when the entry would expire or when a response contradicts it), so nothing
+learned while a cache was warm can under-reserve a call on a cold one; ``estimate_factor``
+corrects the local token count (the learned mean of the API's total input tokens ÷ our
+estimate, plus a margin of its deviation); and ITPM admission keeps a small headroom
 (``GATEWAY_LIMITER_HEADROOM``, 2%) free for the estimate errors of calls in flight. Headroom
 and over-reservation cost no throughput under saturation: the surplus returns at reconcile and
 the level simply hovers a little higher. ``observe_headers`` repairs whatever drift remains.
@@ -33,10 +37,11 @@ Limits come from ``GATEWAY_RATE_LIMITS`` (default: Anthropic's Start tier), corr
 ``RateLimitOverride`` row, corrected in turn by the limits the server reports in its
 ``anthropic-ratelimit-*-limit`` headers (the server knows our real tier).
 
-The caller's protocol (see ``queueing.services``): multiply the local input estimate by
-``estimate_factor`` → ``try_reserve`` → call → ``observe_headers`` for every response →
-``reconcile`` with the billed usage (``itpm_charge``) or ``release`` when the call never reached
-the API → ``record_estimate`` with the raw estimate and the billed ITPM charge.
+The caller's protocol (see ``queueing.services``): ``expected_itpm_charge`` (the local
+estimate, minus what the cache holds, × ``estimate_factor``) → ``try_reserve`` → call →
+``observe_headers`` for every response → ``reconcile`` with the billed usage (``itpm_charge``)
+or ``release`` when the call never reached the API → ``record_estimate`` with the raw
+estimate and the API's total input tokens.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -56,6 +61,7 @@ import redis
 
 from llm_calls import catalog
 from llm_calls import conf as llm_conf
+from llm_calls.caching import CachePrefix, WarmPrefixes
 from llm_calls.types import Usage
 from queueing import conf
 from queueing.lua import LuaScript
@@ -127,6 +133,39 @@ def itpm_charge(usage: Usage, *, model: str | None = None) -> int:
     if info is not None and info.cache_reads_count_for_itpm:
         charged += usage.cache_read_input_tokens
     return charged
+
+
+def expected_itpm_charge(
+    *, model: str, estimated_input_tokens: int, cached_tokens: int, factor: float
+) -> int:
+    """What the ITPM bucket will charge a prompt of ``estimated_input_tokens`` (our estimate)
+    of which ``cached_tokens`` (same scale) are in the upstream's prompt cache, in the API's
+    tokens (``factor``: ``estimate_factor``). Cache reads are free, except on models where
+    they count (Haiku 3.5)."""
+    cached = max(0, min(cached_tokens, estimated_input_tokens))
+    info = catalog.model_info(model)
+    if info is not None and info.cache_reads_count_for_itpm:
+        cached = 0
+    return math.ceil((estimated_input_tokens - cached) * factor)
+
+
+def input_reservation(
+    *,
+    model: str,
+    estimated_input_tokens: int,
+    prefixes: Sequence[CachePrefix],
+    warm: WarmPrefixes,
+    factor: float,
+) -> int:
+    """The ITPM amount to reserve for a queued request: ``expected_itpm_charge`` with the
+    part of its prompt the upstream's cache holds now (``prefixes``: its cacheable prefixes,
+    stored at submit)."""
+    return expected_itpm_charge(
+        model=model,
+        estimated_input_tokens=estimated_input_tokens,
+        cached_tokens=warm.tokens(model=model, prefixes=prefixes) if prefixes else 0,
+        factor=factor,
+    )
 
 
 # --- configured limits: settings < admin override ------------------------------------------
@@ -268,9 +307,9 @@ class RedisRateLimiter:
 
     @staticmethod
     def _estimate_key(model_class: str) -> str:
-        # Per upstream: the factor learns how much of a prompt the upstream's cache serves, which
-        # is true only of the upstream it was learned from (llm_calls.conf.upstream_id).
-        return f"gw:rl:{model_class}:estimate:{llm_conf.upstream_id()}"
+        # Per upstream: the factor corrects our token count to the upstream's tokenizer
+        # (an emulator may count differently from the API).
+        return f"gw:rl:{model_class}:tokenizer:{llm_conf.upstream_id()}"
 
     def _head_args(self, model_class: str, now: float | None) -> list[Any]:
         limits = self._configured(model_class)
@@ -467,24 +506,34 @@ class RedisRateLimiter:
         )
 
     def estimate_factor(self, model_class: str) -> float:
-        """Multiply a local input-token estimate by this before reserving (1.0 until learned).
+        """Multiply a local input-token estimate by this to get the API's count (1.0 until
+        learned).
 
-        It is the running mean of ITPM charge ÷ estimated input tokens plus
+        It is the running mean of the API's total input tokens ÷ our estimate plus
         ``GATEWAY_ESTIMATE_MARGIN_DEVIATIONS`` mean absolute deviations: a reservation should
         cover the request's real charge, not its average one, or the server's bucket runs
         below ours while requests are in flight (a 429). The surplus comes back at reconcile.
+        What the prompt cache serves is not in it (``expected_itpm_charge`` subtracts it).
         """
         mean, deviation = self.redis.hmget(self._estimate_key(model_class), ["m", "d"])
         if mean is None:
             return 1.0
         return _factor(float(mean), float(deviation or 0))
 
+    def estimate_mean(self, model_class: str) -> float:
+        """The learned mean of the API's count ÷ our estimate, without the margin (1.0 until
+        learned): what a call is expected to be charged, where ``estimate_factor`` is what it
+        is reserved."""
+        mean = self.redis.hget(self._estimate_key(model_class), "m")
+        return 1.0 if mean is None else float(mean)
+
     def record_estimate(self, model_class: str, estimated: int, actual: int) -> float:
-        """Fold one response into the factor: ``estimated`` is the RAW local estimate (before
-        the factor), ``actual`` what the ITPM bucket was charged for it (``itpm_charge``: input
-        + cache creation; cache reads are free), so the factor learns both how wrong the local
-        count is and how much of a typical prompt the prompt cache serves. Returns the new
-        factor. Ignored (current factor returned) for empty estimates."""
+        """Fold one response into the factor: ``estimated`` is the RAW local estimate of the
+        whole prompt, ``actual`` the API's count of it (``Usage.total_input_tokens``: uncached,
+        cache writes and cache reads alike), so the factor learns only how our token count
+        differs from the API's — a property of the tokenizer, which a cold or warm cache does
+        not change. Returns the new factor. Ignored (current factor returned) for empty
+        estimates."""
         if estimated <= 0 or actual < 0:
             return self.estimate_factor(model_class)
         low, high = _RATIO_BOUNDS

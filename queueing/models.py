@@ -133,6 +133,10 @@ class LLMRequest(models.Model):
     dispatch_count = models.PositiveIntegerField(default=0)
 
     estimated_input_tokens = models.PositiveIntegerField(default=0)
+    # The prompt's cacheable prefixes ([[hash, estimated tokens], ...]; see
+    # llm_calls.caching.cacheable_prefixes): what the limiter asks the prompt-cache record
+    # about, to reserve only the part of the prompt the cache will not serve.
+    cache_prefixes = models.JSONField(default=list, blank=True)
     reserved_tokens = models.BigIntegerField(default=0)
     reserved_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
     predicted_wait_s = models.FloatField(null=True, blank=True)

@@ -22,7 +22,8 @@ Three levels decide the order:
 
 What is atomic: each method is ONE Lua script (``queueing/lua/scheduler_*.lua``); ``pop`` checks
 that the request is still the head and dispatches it in the same step, so of two dispatchers
-racing for the same head exactly one wins. ``peek``, ``position`` and ``depth`` are read-only.
+racing for the same head exactly one wins. ``peek``, ``position``, ``depth`` and ``heads`` are
+read-only.
 
 Redis holds only the order; ``LLMRequest`` rows are the truth. After Redis loses its state the
 caller re-enqueues the queued rows with their original ``enqueued_at`` (enqueue is idempotent
@@ -50,6 +51,7 @@ _POP = LuaScript("scheduler_pop", prelude=_LIB)
 _REMOVE = LuaScript("scheduler_remove", prelude=_LIB)
 _POSITION = LuaScript("scheduler_position", prelude=_LIB)
 _DEPTH = LuaScript("scheduler_depth", prelude=_LIB)
+_HEADS = LuaScript("scheduler_heads", prelude=_LIB)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,19 @@ class Position:
     # dispatched ahead of this one (start-time fair queueing lets a user whose queue ends
     # below this request's start tag go first). 0 when its queue already reaches past it.
     competitor_room: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClassHeads:
+    """The front of one priority class (``FairScheduler.heads``).
+
+    ``requests``: its next requests in the order the class dispatches them if nothing else
+    arrives (index 0 goes first). ``user_next``: for each user key asked about that has
+    requests in this class, the id of its first one.
+    """
+
+    requests: list[QueuedItem]
+    user_next: dict[str, int]
 
 
 def user_key_for(*, user_id: int) -> str:
@@ -288,6 +303,37 @@ class FairScheduler:
             cost=cost,
             competitor_room=competitor_room,
         )
+
+    def heads(self, *, limit: int, user_keys: Sequence[str] = ()) -> dict[str, ClassHeads]:
+        """The next ``limit`` requests of every class, and where each of ``user_keys`` starts.
+
+        One read-only script that replays the class's fair queueing for ``limit`` steps, so it
+        costs O(limit) per class (plus users tied on one start tag), not O(queue): cheap enough
+        for a page that polls. The order is within each class; which class goes first is
+        ``peek`` / ``position``'s business.
+        """
+        keys = list(user_keys)
+        raw = _HEADS(self.redis, keys=[], args=[*self._class_args(), int(limit), len(keys), *keys])
+        result: dict[str, ClassHeads] = {}
+        for name, (flat, firsts) in zip(conf.priority_class_names(), raw, strict=True):
+            values = [_text(v) for v in flat]
+            requests = [
+                QueuedItem(
+                    request_id=int(values[i]),
+                    user_key=values[i + 1],
+                    priority=name,
+                    cost=int(float(values[i + 2])),
+                    enqueued_at=float(values[i + 3]),
+                )
+                for i in range(0, len(values), 4)
+            ]
+            user_next = {
+                key: int(_text(first))
+                for key, first in zip(keys, firsts, strict=True)
+                if _text(first)
+            }
+            result[name] = ClassHeads(requests=requests, user_next=user_next)
+        return result
 
     def depth(self) -> dict[str, Any]:
         """Queued requests and tokens: ``{"requests", "tokens", "classes": {name: {"requests",

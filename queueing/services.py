@@ -16,7 +16,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -34,7 +33,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 
-from llm_calls import catalog, response_cache
+from llm_calls import caching, catalog, response_cache
 from llm_calls.params import ROW_COLUMNS, MessageParams, given
 from llm_calls.retry import ClaudeCallError
 from llm_calls.services import send_message
@@ -42,7 +41,7 @@ from llm_calls.tokens import estimate_input_tokens
 from llm_calls.types import Attempt, MessageResult, Usage
 from llm_calls.validation import InvalidRequest, check_message_params
 from queueing import conf, cpu_gate, eta, journal, leases, notifications, quotas
-from queueing.limiter import Reservation, get_limiter, itpm_charge
+from queueing.limiter import Reservation, get_limiter, input_reservation, itpm_charge
 from queueing.models import LLMRequest, Membership, Quota
 from queueing.scheduler import get_scheduler, user_key_for
 from ratelimit_project.redis import get_redis
@@ -99,6 +98,7 @@ class Submission:
     estimated_input_tokens: int
     worst_case_tokens: int
     worst_case_usd: Decimal
+    cache_prefixes: tuple[caching.CachePrefix, ...] = ()
 
 
 def check_submission(
@@ -140,6 +140,7 @@ def check_submission(
     return Submission(
         body=body,
         estimated_input_tokens=estimated,
+        cache_prefixes=caching.cacheable_prefixes(body),
         worst_case_tokens=estimated + max_tokens,
         worst_case_usd=_worst_case_usd(
             body=body, prompt_tokens=estimated, max_tokens=max_tokens, batch=use_batch
@@ -203,6 +204,7 @@ def _persist(
         max_tokens=body["max_tokens"],
         status=Status.QUEUED,
         estimated_input_tokens=submission.estimated_input_tokens,
+        cache_prefixes=caching.prefixes_to_json(submission.cache_prefixes),
         reserved_tokens=submission.worst_case_tokens,
         reserved_usd=submission.worst_case_usd,
         use_response_cache=use_response_cache,
@@ -277,6 +279,7 @@ def _schedule(request: LLMRequest, *, arrival: bool = False) -> None:
     if arrival:
         eta.record_arrival(
             priority=request.priority,
+            model_class=catalog.model_class(request.model),
             user_key=user_key,
             weight=weight,
             input_tokens=request.estimated_input_tokens,
@@ -469,7 +472,13 @@ def reserve_blocking(*, request: LLMRequest, deadline: float | None) -> Reservat
     """Wait until the limiter admits this request's estimate; None if the deadline passes first."""
     limiter = get_limiter()
     model_class = catalog.model_class(request.model)
-    estimate = math.ceil(request.estimated_input_tokens * limiter.estimate_factor(model_class))
+    estimate = input_reservation(
+        model=request.model,
+        estimated_input_tokens=request.estimated_input_tokens,
+        prefixes=caching.prefixes_from_json(request.cache_prefixes),
+        warm=caching.WarmPrefixes(),
+        factor=limiter.estimate_factor(model_class),
+    )
     while True:
         admission = limiter.try_reserve(
             model_class=model_class, input_tokens=estimate, output_tokens=request.max_tokens
@@ -760,12 +769,12 @@ def _settle_succeeded(
             input_tokens=charged,
             output_tokens=usage.output_tokens,
         )
-    # Learn charge ÷ estimate, not total input ÷ estimate: the ITPM bucket is charged only
-    # uncached input and cache writes, so a prompt the cache usually serves should reserve little.
+    # Learn the API's count of the whole prompt ÷ our estimate (the tokenizer's difference);
+    # what the cache serves is known per prefix (llm_calls.caching.WarmPrefixes), not learned.
     limiter.record_estimate(
         model_class=model_class,
         estimated=request.estimated_input_tokens,
-        actual=charged,
+        actual=usage.total_input_tokens,
     )
     eta.record_output_ratio(max_tokens=request.max_tokens, output_tokens=usage.output_tokens)
     quotas.settle(

@@ -624,6 +624,19 @@ class DemoStack:
             "worker.log",
         )
 
+    def wait_for_worker(self, *, stop: threading.Event, timeout_s: float = 60.0) -> float | None:
+        """Seconds until the worker host's RQ threads registered in Redis (None: gave up)."""
+        from rq import Worker
+
+        started = time.monotonic()
+        while not stop.is_set() and time.monotonic() - started < timeout_s:
+            if Worker.count(connection=project_redis.get_redis()) >= self.options.threads:
+                return time.monotonic() - started
+            if self.dead_children():
+                return None
+            stop.wait(0.2)
+        return None
+
     def start_web(self) -> str:
         preferred = self.options.port or int(os.environ.get("DEMO_PORT") or DEFAULT_PORT)
         self.port = _free_port(preferred)
@@ -690,8 +703,9 @@ class Session:
 
 @dataclass
 class TrafficCounters:
+    # Rows the traffic created, accepted or rejected by a quota (a rejected submission keeps its
+    # row). The summary counts rows, not this: it only tells the demo's own share apart.
     submitted: int = 0
-    rejected: int = 0
 
 
 class Traffic:
@@ -817,12 +831,11 @@ class Traffic:
                 **params,
             )
         except queue_services.QuotaExceeded:
-            self.counters.rejected += 1
+            self.counters.submitted += 1
             return
         except InvalidRequest as exc:  # the demo's own requests are valid: this is a bug
             raise DemoError(f"the demo built a request the gateway refused: {exc}") from exc
-        finally:
-            self.counters.submitted += 1
+        self.counters.submitted += 1
         session.history = messages
         session.pending = row.pk
 
@@ -857,6 +870,17 @@ def _activity(username: str) -> float:
 
 @dataclass(frozen=True)
 class RunStats:
+    """One accounting of a run: the requests created since it started, whoever sent them.
+
+    ``submitted`` counts every such row, and each is in exactly one of queued / in flight
+    (dispatched or running) / done / failed / rejected / cancelled, so the six always add up to
+    ``submitted``; once the queue has drained, done + failed + rejected + cancelled do. A quota
+    rejection is a row too (``submit_request`` keeps it), from the demo's traffic, the web page
+    or the JSON API alike. The other figures come from the audit rows of the same requests,
+    except the 429s: every one the run's emulator answered.
+    """
+
+    submitted: int
     queued: int
     in_flight: int
     succeeded: int
@@ -890,7 +914,10 @@ def _usd(pico: int) -> str:
 
 
 def run_stats(*, first_pk: int, emulator: EmulatorProcess | None) -> RunStats:
-    """Figures for the requests of this run (pk >= first_pk) and their audit rows."""
+    """Figures for the requests of this run (pk >= first_pk: the demo's traffic and anything
+    submitted from the web page or the API meanwhile) and their audit rows.
+
+    The status counts are one query, so they add up even while requests change state."""
     counts = dict(
         LLMRequest.objects.filter(pk__gte=first_pk)
         .values_list("status")
@@ -901,7 +928,7 @@ def run_stats(*, first_pk: int, emulator: EmulatorProcess | None) -> RunStats:
         calls=Count("pk", filter=Q(outcome=AuditLog.Outcome.SUCCESS)),
         attempts=Sum("attempts"),
         rows=Count("pk"),
-        hits=Count("pk", filter=Q(cache_read_input_tokens__gt=0)),
+        hits=Count("pk", filter=Q(outcome=AuditLog.Outcome.SUCCESS, cache_read_input_tokens__gt=0)),
         inputs=Sum(
             F("input_tokens") + F("cache_creation_input_tokens") + F("cache_read_input_tokens")
         ),
@@ -922,6 +949,7 @@ def run_stats(*, first_pk: int, emulator: EmulatorProcess | None) -> RunStats:
         r=Sum(F("attempts") - 1)
     )["r"]
     return RunStats(
+        submitted=sum(counts.values()),
         queued=counts.get(Status.QUEUED, 0),
         in_flight=counts.get(Status.DISPATCHED, 0) + counts.get(Status.RUNNING, 0),
         succeeded=counts.get(Status.SUCCEEDED, 0),
@@ -940,11 +968,12 @@ def run_stats(*, first_pk: int, emulator: EmulatorProcess | None) -> RunStats:
 
 
 def summary_parts(stats: RunStats) -> tuple[str, str]:
-    """The live summary in two halves (requests; API and money), each fitting 80 columns."""
+    """The live summary in two halves (where the submitted requests are; API and money), each
+    fitting 80 columns."""
     limited = "n/a" if stats.rate_limited_429 is None else str(stats.rate_limited_429)
     return (
         f"queued {stats.queued} | in flight {stats.in_flight} | done {stats.succeeded} | "
-        f"failed {stats.failed} | rejected {stats.rejected}",
+        f"failed {stats.failed} | rejected {stats.rejected} | cancelled {stats.cancelled}",
         f"429s {limited} | retries {stats.retries} | cache hits {stats.cache_hit_rate:.0%} | "
         f"cost {_usd(stats.cost_pico)} | saved by caching {_usd(stats.saved_pico)}",
     )
@@ -952,6 +981,17 @@ def summary_parts(stats: RunStats) -> tuple[str, str]:
 
 def summary_line(stats: RunStats) -> str:
     return " | ".join(summary_parts(stats))
+
+
+def submitted_text(stats: RunStats, *, by_traffic: int) -> str:
+    """``N submitted``, and who else submitted when someone used the page or the API."""
+    others = stats.submitted - by_traffic
+    if others <= 0:
+        return f"{stats.submitted} submitted"
+    return (
+        f"{stats.submitted} submitted ({by_traffic} by the demo's traffic, {others} from the "
+        "web page or API)"
+    )
 
 
 def _progress_bar(fraction: float, width: int = 30) -> str:
@@ -1168,6 +1208,13 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
             f"{logins.admin_password}) or {base}/queue/ (as alice / {logins.user_password})\n"
         )
     out.flush()
+    # Traffic starts when the worker host takes work: a queue that nothing drains for its first
+    # seconds (Django start-up) would make every early wait, and every estimate of it, about
+    # start-up rather than about the limits the demo shows.
+    ready_s = stack.wait_for_worker(stop=stop)
+    if ready_s is not None:
+        out.write(f"Worker host ready ({options.threads} threads) after {ready_s:.1f} s.\n")
+        out.flush()
     if stop.is_set():
         return
 
@@ -1202,7 +1249,7 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
         emulator=emulator,
         stack=stack,
     )
-    drained = _drain(
+    _drain(
         traffic=traffic,
         options=options,
         display=display,
@@ -1210,13 +1257,13 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
         first_pk=first_pk,
         emulator=emulator,
     )
-    _final_summary(
+    final_summary(
         out=out,
         first_pk=first_pk,
         since=since,
         emulator=emulator,
-        traffic=traffic,
-        drained=drained,
+        by_traffic=traffic.counters.submitted,
+        serving=options.serve and not stop.is_set(),
     )
     if stop.is_set():
         return
@@ -1276,7 +1323,7 @@ def _drive_traffic(
             display.show(
                 [
                     f"{_progress_bar(elapsed / options.duration_s)} traffic "
-                    f"{elapsed:4.0f}/{options.duration_s:g} s  submitted {traffic.counters.submitted}",
+                    f"{elapsed:4.0f}/{options.duration_s:g} s  submitted {stats.submitted}",
                     *summary_parts(stats),
                 ]
             )
@@ -1295,7 +1342,7 @@ def _drain(
     stop: threading.Event,
     first_pk: int,
     emulator: EmulatorProcess | None,
-) -> bool:
+) -> None:
     """Wait until every request of this run is terminal, at most ``max(60, 2 x duration)`` s."""
     bound = max(60.0, 2 * options.duration_s)
     start = time.monotonic()
@@ -1307,39 +1354,45 @@ def _drain(
         elapsed = time.monotonic() - start
         display.show(
             [
-                f"{_progress_bar(1 - stats.pending / total)} draining the queue: "
-                f"{stats.pending} left  ({elapsed:.0f}/{bound:.0f} s)",
+                f"{_progress_bar(1 - stats.pending / total)} draining: {stats.pending} left "
+                f"({elapsed:.0f}/{bound:.0f} s)  submitted {stats.submitted}",
                 *summary_parts(stats),
             ]
         )
-        if stats.pending == 0:
-            display.done()
-            return True
-        if elapsed >= bound:
-            display.done()
-            return False
+        if stats.pending == 0 or elapsed >= bound:
+            break
         stop.wait(1.0)
     display.done()
-    return False
 
 
-def _final_summary(
+def final_summary(
     *,
     out: TextIO,
     first_pk: int,
     since: dt.datetime,
     emulator: EmulatorProcess | None,
-    traffic: Traffic,
-    drained: bool,
+    by_traffic: int,
+    serving: bool,
 ) -> None:
+    """The figures of the run (``run_stats``), once the queue has drained or the wait is over.
+
+    ``by_traffic``: how many of the requests the demo's own traffic submitted. Requests still
+    queued or in flight are reported as such, so the figures add up to ``submitted`` either way.
+    """
     stats = run_stats(first_pk=first_pk, emulator=emulator)
     out.write("\n")
-    if not drained:
-        out.write(
-            f"The queue did not drain in time: {stats.pending} requests still pending "
-            "(they keep running while the demo is up).\n"
+    if stats.pending:
+        after = (
+            "they keep running while the gateway is up"
+            if serving
+            else "the demo stops now: calls in flight finish or go back to the queue, and the "
+            "next demo cancels its own requests still queued"
         )
-    out.write(f"Summary: {traffic.counters.submitted} submitted | {summary_line(stats)}\n")
+        out.write(
+            f"The queue has not drained: {stats.queued} requests are still queued and "
+            f"{stats.in_flight} in flight ({after}).\n"
+        )
+    out.write(f"Summary: {submitted_text(stats, by_traffic=by_traffic)} | {summary_line(stats)}\n")
     if stats.input_tokens_total:
         saved_share = stats.saved_pico / stats.uncached_cost_pico if stats.uncached_cost_pico else 0
         out.write(
@@ -1370,7 +1423,9 @@ def _final_summary(
     )
     if failure:
         out.write(f"Failure, e.g. {failure[0]}: {failure[1]}\n")
-    if emulator is not None and drained:
+    if emulator is not None and stats.pending:
+        out.write("audit_log vs the emulator's ledger: not compared while calls are pending.\n")
+    elif emulator is not None:
         ok, detail = ledger_matches(since=since, emulator=emulator)
         verdict = "exact match" if ok else "MISMATCH"
         out.write(f"audit_log vs the emulator's ledger: {verdict} ({detail})\n")

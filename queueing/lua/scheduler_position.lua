@@ -45,9 +45,12 @@ for i = 1, #others, 2 do
   local v = others[i]
   if v ~= u then
     local s = tonumber(others[i + 1])
-    local offset, done = 0, false
+    -- Batches grow from 1 to 100: most users have only a request or two ahead (their tags
+    -- stay close to the class clock), and reading 100 costs for each of them would make one
+    -- position cost O(users x 100) instead of O(requests ahead).
+    local offset, size, done = 0, 1, false
     while not done do
-      local batch = redis.call('ZRANGE', fifo_key(c, v), offset, offset + 99)
+      local batch = redis.call('ZRANGE', fifo_key(c, v), offset, offset + size - 1)
       if #batch == 0 then
         break
       end
@@ -61,7 +64,8 @@ for i = 1, #others, 2 do
           break
         end
       end
-      offset = offset + 100
+      offset = offset + size
+      size = math.min(2 * size, 100)
     end
     if not done then
       tails[v] = s

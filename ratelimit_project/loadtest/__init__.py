@@ -1,6 +1,8 @@
 """Benchmark scenarios for ``python manage.py loadtest SCENARIO`` (see ../shared/BENCHMARKS.md).
 
 Each scenario is a module here with ``add_arguments(parser)`` and ``run(options) -> dict``.
+The ``loadtest`` command calls every scenario's ``add_arguments`` (the scenario is not known
+before parsing), so a scenario's own flags must not collide with another's.
 It starts what it needs on loopback (its own Redis, the emulator, workers), stops all it
 started, and returns the figures; the command prints them as the last line of stdout.
 """

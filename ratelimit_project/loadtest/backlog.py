@@ -1,6 +1,8 @@
 """Workload pieces shared by the queueing scenarios (``fairness``, ``priority``, ``eta``).
 
-- ``Stream``: one simulated user in one priority class, sending requests of random size.
+- ``Stream``: one simulated user in one priority class, sending requests of random size; by
+  default a one-message prompt of random words, optionally behind a shared system prompt and
+  tools, with random output and thinking sizes and multi-turn ``Sessions`` (the demo's shape).
 - ``ClosedLoop``: keeps each stream's backlog (requests still queued in the gateway) topped up,
   so a stream stays backlogged for as long as the loop runs; ``OpenLoop`` submits at a random
   (Poisson) rate instead. Both go through ``queueing.services.submit_request``, the real door.
@@ -16,13 +18,14 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.models import User
 
 from llm_calls import catalog
+from llm_calls.params import MessageParams
 from queueing import conf, services
 from queueing.limiter import get_limiter
 from queueing.models import LLMRequest, Membership, Organization
@@ -41,16 +44,87 @@ _WORDS = [
 
 @dataclass
 class Stream:
-    """One user sending to one priority class. ``backlog`` = requests kept queued (closed loop)."""
+    """One user sending to one priority class. ``backlog`` = requests kept queued (closed loop).
+
+    The defaults send what every queueing scenario sends: one user message of
+    ``input_tokens`` random words asking for exactly ``output_tokens`` tokens, ``max_tokens``
+    = that, in one session per stream. The rest is for a workload shaped like the demo's:
+    ``output_tokens`` as a ``(low, high)`` range (drawn per request), ``thinking_tokens`` (the
+    emulator's ``[[emulator:thinking_tokens=N]]``, drawn per request), a fixed ``max_tokens``,
+    a shared ``system`` prompt and ``tools``, and ``sessions`` for multi-turn conversations.
+    """
 
     label: str
     user: User
     priority: str = "query"
     backlog: int = 1
     input_tokens: tuple[int, int] = (200, 1400)
-    output_tokens: int = 50
+    output_tokens: int | tuple[int, int] = 50
     traffic_weight: float = 1.0  # OpenLoop: relative share of the arrivals
     outstanding: list[int] = field(default_factory=list)
+    thinking_tokens: tuple[int, int] | None = None
+    max_tokens: int | None = None  # None: the output size (a range's upper bound)
+    system: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    sessions: Sessions | None = None  # None: every request alone in session bench-<label>
+
+
+@dataclass
+class _Session:
+    session_id: str
+    messages: list[Mapping[str, Any]]
+    pending: int | None  # request id of its last turn, until its answer is in
+
+
+@dataclass
+class Sessions:
+    """Multi-turn conversations of one stream, held the way the demo's users hold them
+    (``ratelimit_project.demo.Traffic``): a request continues, with probability
+    ``follow_up``, one of the stream's last ``keep_open`` sessions whose answer has arrived and
+    that has fewer than ``max_turns`` turns — carrying the earlier questions and the real
+    answers, so the uncached part of the prompt grows turn by turn — or else opens a new one.
+    A session whose last request did not succeed is closed."""
+
+    prefix: str
+    follow_up: float = 0.6
+    max_turns: int = 4
+    keep_open: int = 3
+    opened: int = 0
+    open: list[_Session] = field(default_factory=list)
+
+    def next_turn(self, rng: random.Random) -> tuple[str, list[Mapping[str, Any]]]:
+        """The session id and earlier messages of the stream's next request."""
+        self._collect_answers()
+        ready = [s for s in self.open if s.pending is None and len(s.messages) < 2 * self.max_turns]
+        if ready and rng.random() < self.follow_up:
+            session = rng.choice(ready)
+            return session.session_id, list(session.messages)
+        self.opened += 1
+        return f"{self.prefix}-{self.opened}", []
+
+    def sent(self, session_id: str, messages: Sequence[Mapping[str, Any]], request_id: int) -> None:
+        for session in self.open:
+            if session.session_id == session_id:
+                session.messages, session.pending = list(messages), request_id
+                return
+        self.open.append(_Session(session_id, list(messages), request_id))
+        del self.open[: -self.keep_open]
+
+    def _collect_answers(self) -> None:
+        waiting = {s.pending: s for s in self.open if s.pending is not None}
+        if not waiting:
+            return
+        done = LLMRequest.objects.filter(pk__in=list(waiting)).exclude(
+            status__in=[Status.QUEUED, Status.DISPATCHED, Status.RUNNING]
+        )
+        for pk, status, result in done.values_list("pk", "status", "result"):
+            session = waiting[pk]
+            text = (result or {}).get("text") if status == Status.SUCCEEDED else None
+            if text:
+                session.messages.append({"role": "assistant", "content": text})
+                session.pending = None
+            else:
+                self.open.remove(session)
 
 
 @dataclass(frozen=True)
@@ -78,9 +152,14 @@ def make_users(prefix: str, count: int) -> list[User]:
     return users
 
 
-def prompt(rng: random.Random, tokens: int, output_tokens: int) -> str:
-    """About ``tokens`` input tokens (4 characters each) ending in the emulator's output marker."""
+def prompt(
+    rng: random.Random, tokens: int, output_tokens: int, *, thinking_tokens: int | None = None
+) -> str:
+    """About ``tokens`` input tokens (4 characters each) ending in the emulator's output marker
+    (and its thinking marker, if ``thinking_tokens`` is given)."""
     marker = f" [[emulator:output_tokens={output_tokens}]]"
+    if thinking_tokens is not None:
+        marker += f" [[emulator:thinking_tokens={thinking_tokens}]]"
     target = max(1, tokens * 4 - len(marker))
     words: list[str] = []
     size = 0
@@ -89,6 +168,34 @@ def prompt(rng: random.Random, tokens: int, output_tokens: int) -> str:
         words.append(word)
         size += len(word) + 1
     return " ".join(words)[:target] + marker
+
+
+def message_params(
+    stream: Stream, rng: random.Random, *, history: Sequence[Mapping[str, Any]] = ()
+) -> MessageParams:
+    """The Messages body of ``stream``'s next request, after ``history`` (a session's earlier
+    turns). Draws from ``rng`` in a fixed order — input size, then output and thinking sizes
+    only if the stream has ranges for them, then the words — so a default stream's requests
+    are the same, seed for seed, as before those options existed."""
+    low, high = stream.input_tokens
+    tokens = rng.randint(low, high)
+    if isinstance(stream.output_tokens, tuple):
+        output = rng.randint(*stream.output_tokens)
+        ceiling = stream.output_tokens[1]
+    else:
+        output = ceiling = stream.output_tokens
+    thinking = rng.randint(*stream.thinking_tokens) if stream.thinking_tokens else None
+    text = prompt(rng, tokens, output, thinking_tokens=thinking)
+    params: MessageParams = {
+        "model": MODEL,
+        "messages": [*history, {"role": "user", "content": text}],
+        "max_tokens": stream.max_tokens or ceiling,
+    }
+    if stream.system is not None:
+        params["system"] = stream.system
+    if stream.tools is not None:
+        params["tools"] = stream.tools
+    return params
 
 
 Baseline = Callable[[LLMRequest], float | None]
@@ -101,16 +208,17 @@ def submit(
     own_tokens_ahead: int = 0,
     baseline: Baseline | None = None,
 ) -> Submitted:
-    low, high = stream.input_tokens
-    text = prompt(rng, rng.randint(low, high), stream.output_tokens)
+    history: list[Mapping[str, Any]] = []
+    if stream.sessions is None:
+        session_id = f"bench-{stream.label}"
+    else:
+        session_id, history = stream.sessions.next_turn(rng)
+    params = message_params(stream, rng, history=history)
     row = services.submit_request(
-        user=stream.user,
-        session_id=f"bench-{stream.label}",
-        model=MODEL,
-        messages=[{"role": "user", "content": text}],
-        max_tokens=stream.output_tokens,
-        priority=stream.priority,
+        user=stream.user, session_id=session_id, priority=stream.priority, **params
     )
+    if stream.sessions is not None:
+        stream.sessions.sent(session_id, params["messages"], row.pk)
     return Submitted(
         request_id=row.pk,
         label=stream.label,
@@ -170,7 +278,12 @@ class ClosedLoop:
 
 class OpenLoop:
     """Poisson arrivals at ``rate_per_s``, each from a stream picked with probability
-    proportional to its ``traffic_weight``."""
+    proportional to its ``traffic_weight``.
+
+    ``rate_at`` (epoch seconds -> requests/s, never above ``rate_per_s``) makes the rate vary
+    (bursts): candidate arrivals come at ``rate_per_s`` and each is kept with probability
+    ``rate_at(t) / rate_per_s`` (thinning, exact for any rate shape). Without it the loop draws
+    exactly what it always did, seed for seed."""
 
     def __init__(
         self,
@@ -179,10 +292,12 @@ class OpenLoop:
         rate_per_s: float,
         seed: int,
         baseline: Baseline | None = None,
+        rate_at: Callable[[float], float] | None = None,
     ) -> None:
         self.streams = streams
         self.baseline = baseline
         self.rate_per_s = rate_per_s
+        self.rate_at = rate_at
         self.rng = random.Random(seed)
         self.submitted: list[Submitted] = []
         self.behind_s = 0.0  # the most the generator ever lagged its arrival schedule
@@ -196,6 +311,10 @@ class OpenLoop:
             if due >= end:
                 time.sleep(max(0.0, end - time.time()))
                 return
+            if self.rate_at is not None and (
+                self.rng.random() * self.rate_per_s >= self.rate_at(due)
+            ):
+                continue
             lag = time.time() - due
             if lag < 0:
                 time.sleep(-lag)

@@ -59,6 +59,7 @@ class Stack:
         worker_env: dict[str, str] | None = None,
         redis_appendfsync: str = "always",
         debug: bool = True,
+        redis_dir: str = "redis",
     ) -> None:
         self.var_dir = Path(settings.VAR_DIR)
         # debug=False runs workers and this process as production does (DJANGO_DEBUG off): with
@@ -67,8 +68,11 @@ class Stack:
         self._saved_debug = settings.DEBUG
         # "everysec" is the embedded server's (the default deployment's) policy; "always" fsyncs
         # before every write's reply (see PrivateRedis).
+        # ``redis_dir`` (under VAR_DIR): a scenario that runs several stacks one after the other
+        # gives each its own, or the next server would load the previous one's AOF (its limiter
+        # buckets, learned limits and queue) on start.
         self.redis = project_redis.PrivateRedis(
-            self.var_dir / "redis", appendfsync=redis_appendfsync
+            self.var_dir / redis_dir, appendfsync=redis_appendfsync
         )
         self.emulator = EmulatorProcess(**(emulator or {}))
         self.rate_limits = rate_limits

@@ -28,6 +28,13 @@
     td.appendChild(form);
     return td;
   }
+  // "about 3 min (2–4 min)" while queued; once dispatched, the wait it had.
+  function etaCell(r) {
+    const text = r.eta_text || (r.waited_text ? "waited " + r.waited_text : "–");
+    const td = cell(text, "num eta");
+    if (r.eta_s != null) td.title = r.eta_s.toFixed(1) + " s predicted";
+    return td;
+  }
   async function refresh() {
     try {
       const response = await fetch("/api/v1/requests?status=pending", { credentials: "same-origin" });
@@ -52,7 +59,7 @@
         idCell.appendChild(link);
         tr.append(idCell, cell(r.session_id), cell(r.model), cell(r.priority), cell(r.status, "status"),
           cell(r.position == null ? "–" : r.position, "num position"),
-          cell(r.eta_s == null ? "–" : r.eta_s.toFixed(1) + " s", "num eta"),
+          etaCell(r),
           cell(new Date(r.created_at).toLocaleTimeString()), cancelCell(r));
         body.appendChild(tr);
       }

@@ -3,9 +3,11 @@
 Data comes from the gateway itself (real calls through ``call_claude`` to the emulator) plus two
 weeks of history recorded with ``usage.services.record_call``. A person logs in through the login
 form, opens their usage dashboard, a session, the queue page (and submits the "ask Claude" form),
-then staff open the all-users page. Every chart must have drawn points (usage.js marks each canvas
-``data-state="drawn"`` with ``data-points``) and the numbers on the page and in the charts must
-match the database. Screenshots go to docs/screenshots/ for the README.
+then staff open the all-users page and the staff queue page. Every chart must have drawn points
+(usage.js marks each canvas ``data-state="drawn"`` with ``data-points``) and the numbers on the page
+and in the charts must match the database. The staff queue page must follow the queue live (a new
+request, a dispatch, an outage) without reloading. Screenshots go to docs/screenshots/ for the
+README.
 
 This test fails, never skips, when chromium is missing (``make browser-deps`` installs it).
 """
@@ -13,6 +15,8 @@ This test fails, never skips, when chromium is missing (``make browser-deps`` in
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from llm_calls.emulator.process import EmulatorProcess
 from llm_calls.types import Usage
-from queueing import services
+from queueing import dispatcher, services
 from queueing.models import LLMRequest
 from tests.e2e.conftest import MODEL
 from tests.usage.factories import make_org, make_user
@@ -166,6 +170,13 @@ def dataset_sum(page: Page, canvas_id: str, index: int) -> float:
     )
 
 
+# staff_queue.js counts its updates in data-refreshes and names its state in data-state.
+STAFF_PAGE_REFRESHED = (
+    "n => Number(document.getElementById('staff-queue').dataset.refreshes || 0) >= n"
+)
+STAFF_PAGE_STATE = "s => document.getElementById('staff-queue').dataset.state === s"
+
+
 def stat(page: Page, name: str) -> str:
     return page.locator(f'[data-stat="{name}"]').first.inner_text().strip()
 
@@ -279,6 +290,81 @@ def test_dashboards_draw_the_database_in_a_real_browser(
             )
             assert listed == by_cost  # highest cost first, as the page says
             page.screenshot(path=str(SCREENSHOTS / "users.png"), full_page=True)
+
+            # -- staff: the queue page, live. alice's request from the form is at the head of
+            # its class; what happens to the queue next shows without a reload.
+            page.goto(f"{base}/queue/staff/")
+            assert page.get_attribute("#staff-queue", "data-state") == "live"
+            alice_head = page.locator(f"#heads-body tr[data-request-id='{queued.pk}']")
+            assert alice_head.locator("td.user").inner_text() == "alice"
+            assert alice_head.locator("td.class-position").inner_text() == "1"
+            assert page.inner_text("#stat-queued") == "1"
+            assert page.inner_text("#in-flight-body") == "Nothing in flight."
+            page.wait_for_function(STAFF_PAGE_REFRESHED, arg=1, timeout=10_000)
+            page.evaluate("() => { window.sameDocument = true; }")  # gone if the page reloads
+
+            # someone whose name is markup submits an interactive request (a class ahead)
+            hostile = make_user('<img src="x" onerror="window.pwned = 1">eve')
+            urgent = services.submit_request(
+                user=hostile,
+                session_id="browser-live",
+                model=MODEL,
+                messages=[{"role": "user", "content": "Is the queue moving?"}],
+                max_tokens=50,
+                priority="interactive",
+            )
+            page.wait_for_function(
+                """([id]) => document.querySelector(`#heads-body tr[data-request-id="${id}"]`)
+                     && document.getElementById('stat-queued').textContent === '2'""",
+                arg=[urgent.pk],
+                timeout=10_000,
+            )
+            urgent_head = page.locator(f"#heads-body tr[data-request-id='{urgent.pk}']")
+            assert urgent_head.locator("td.user").inner_text() == hostile.username  # as text
+            assert page.locator("#staff-queue img").count() == 0  # never as markup
+            assert alice_head.locator("td.position").inner_text() == "2"  # now behind it
+            users = page.eval_on_selector_all(
+                "#users-body tr td.user", "tds => tds.map(td => td.textContent)"
+            )
+            assert sorted(users) == sorted(["alice", hostile.username])
+
+            # a dispatcher takes both (no worker runs: they stay in flight)
+            assert set(dispatcher.dispatch_once().dispatched) == {queued.pk, urgent.pk}
+            page.wait_for_function(
+                """([a, b]) => [a, b].every(
+                       id => document.querySelector(`#in-flight-body tr[data-request-id="${id}"]`))
+                     && document.getElementById('stat-queued').textContent === '0'
+                     && document.getElementById('stat-inflight').textContent === '2'""",
+                arg=[queued.pk, urgent.pk],
+                timeout=10_000,
+            )
+            assert page.inner_text("#heads-body") == "Nothing queued."
+            flight = page.locator(f"#in-flight-body tr[data-request-id='{queued.pk}']")
+            assert flight.locator("td.status").inner_text() == "dispatched"
+            assert re.fullmatch(r"updated \d\d:\d\d:\d\d", page.inner_text("#live-updated"))
+
+            # the server unreachable, then answering 503: the page says so, keeps its figures
+            notice = page.locator("#live-notice")
+            assert not notice.is_visible()
+            page.route("**/queue/staff/data", lambda route: route.abort())
+            page.wait_for_function(STAFF_PAGE_STATE, arg="stale", timeout=10_000)
+            assert notice.is_visible() and "could not be reached" in notice.inner_text()
+            page.unroute("**/queue/staff/data")
+            outage = json.dumps({"error": {"type": "service_unavailable", "message": "Redis down"}})
+            page.route(
+                "**/queue/staff/data",
+                lambda route: route.fulfill(
+                    status=503, content_type="application/json", body=outage
+                ),
+            )
+            page.wait_for_function(STAFF_PAGE_STATE, arg="unavailable", timeout=10_000)
+            assert "Queue unavailable: Redis down" in notice.inner_text()
+            assert flight.is_visible()  # the last figures stay, marked as such
+            page.unroute("**/queue/staff/data")
+            page.wait_for_function(STAFF_PAGE_STATE, arg="live", timeout=10_000)
+            assert not notice.is_visible()
+            assert page.evaluate("() => window.sameDocument") is True  # never reloaded
+            assert page.evaluate("() => window.pwned") is None
 
             assert not errors, f"JavaScript errors: {errors}"
         finally:

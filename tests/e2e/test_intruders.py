@@ -217,6 +217,8 @@ TABLE: dict[str, list[Variant]] = {
     "queueing:request": [("", a("owned", marker=True), None)],
     "queueing:cancel": [("", a("cancel", method="POST"), {})],
     "queueing:staff_queue": [("", a("staff"), None)],
+    # the staff page's poller: the API's JSON errors (401 signed out, 403 not staff)
+    "queueing:staff_queue_data": [("", a("staff", "api"), None)],
     "queueing:api_requests": [
         ("", a("own", "api", marker=True), None),
         ("?status=finished", a("own", "api", marker=True), None),

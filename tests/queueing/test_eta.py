@@ -86,6 +86,7 @@ def test_a_backlogged_users_wait_counts_other_users_new_traffic(limited) -> None
     for n in range(60):
         eta.record_arrival(
             priority="query",
+            model_class=BUCKET,
             user_key=f"u{other.pk}",
             weight=1.0,
             input_tokens=49,
@@ -116,3 +117,74 @@ def test_a_backlogged_users_wait_counts_other_users_new_traffic(limited) -> None
 def test_solve_wait(base: float, flows: list[tuple[float, float]], expected: float) -> None:
     wait = eta.solve_wait_s(refill_per_s=1_000.0, base=base, fraction=1.0, flows=flows)
     assert wait == pytest.approx(expected)
+
+
+SHARED = " ".join(f"Policy {n}: be brief." for n in range(200))  # ~1,000 tokens: cacheable
+
+
+def ask_with_shared_prompt(user, n: int):
+    return services.submit_request(
+        user=user,
+        session_id="eta-cached",
+        model=MODEL,
+        system=SHARED,
+        messages=[{"role": "user", "content": f"Question {n}: " + "why " * 60}],
+        max_tokens=1,
+        priority="query",
+    )
+
+
+def test_a_queue_sharing_a_cached_prompt_waits_only_for_its_uncached_part(limited) -> None:
+    """The demo's shape: what the limiter charges is the questions, not the shared prompt."""
+    from llm_calls import caching
+    from llm_calls.types import Usage
+
+    user = make_user("cached-queue")
+    probe = ask_with_shared_prompt(user, 0)
+    plan = caching.plan_cache(params={"model": MODEL, **probe.params, "max_tokens": 1})
+    shared = plan.breakpoints[-1].prefix_tokens
+    caching.record_warm_prefixes(
+        plan, usage=Usage(cache_creation_input_tokens=shared), sent_at=time.time()
+    )
+    services.cancel_request(request=probe, by_user=probe.user)
+    empty_bucket(limited)
+    rows = [ask_with_shared_prompt(user, n) for n in range(1, 6)]
+    uncached = rows[-1].estimated_input_tokens - shared
+    assert 0 < uncached < shared / 3
+    # Five questions' worth of tokens ahead of and including the last one, not five prompts.
+    assert rows[-1].predicted_wait_s == pytest.approx((5 * uncached + HEADROOM) / REFILL, rel=0.08)
+    cold = rows[-1].estimated_input_tokens * 5 / REFILL
+    assert rows[-1].predicted_wait_s < cold / 3
+
+
+def test_the_range_shown_is_learned_from_how_estimates_landed(redis_client) -> None:
+    assert eta.calibration().samples == 0
+    low, high = eta.calibration().range_s(100.0)
+    assert low < 100 < high  # a modest prior before any evidence
+    # Waits have been running twice as long as predicted.
+    for _ in range(20):
+        eta.record_dispatch_waits(waits=[(10.0, 20.0)] * 10)
+    learned = eta.calibration()
+    assert learned.samples == 200
+    low, high = learned.range_s(100.0)
+    # Shifted to "longer than told" (shrunk a little toward the prior), and narrower.
+    assert 150 < low < high and 180 < high < 230
+    # Short waits tell nothing about relative error and are not counted.
+    eta.record_dispatch_waits(waits=[(0.1, 0.3), (None, 5.0)])
+    assert eta.calibration().samples == 200
+
+
+def test_people_read_the_wait_in_words(limited) -> None:
+    empty_bucket(limited)
+    row = ask(make_user("words"), 1_000)
+    status = eta.queue_status(row)
+    assert status["eta_s"] == pytest.approx(row.predicted_wait_s, abs=0.5)  # refilled since
+    low, high = status["eta_range_s"]
+    assert low < status["eta_s"] < high
+    assert status["eta_text"].startswith("about 10 s")  # (1,000 + 120) / 100 tokens/s
+    assert status["waited_s"] is None
+    assert eta.describe_wait(4) == "under 10 s"
+    assert eta.describe_wait(185) == "about 3 min"
+    assert eta.describe_wait_range(180, 120, 260) == "about 3 min (2–4 min)"
+    assert eta.describe_wait_range(30, 5, 60) == "about 30 s (up to 1 min)"
+    assert eta.describe_waited(34.4) == "34 s" and eta.describe_waited(185) == "3 min 5 s"

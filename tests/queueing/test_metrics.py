@@ -52,7 +52,12 @@ def test_staff_queue_page_and_users_positions_show_the_same_queue(redis_client) 
     client = Client()
     client.force_login(staff)
     page = client.get("/queue/staff/").content.decode()
-    assert '<td>waiter</td><td class="num">2</td>' in page
+    assert (
+        f'<tr data-user-key="u{user.pk}"><td class="user">waiter</td><td class="num requests">2</td>'
+        in page
+    )
+    head = f'<tr data-request-id="{rows[0].pk}" data-class="query"><td>query</td>'
+    assert head + '<td class="num class-position">1</td><td class="num position">1</td>' in page
 
     client.force_login(user)
     listing = client.get("/api/v1/requests?status=pending").json()["requests"]

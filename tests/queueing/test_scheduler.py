@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections import Counter, defaultdict
 from itertools import count
@@ -306,3 +307,59 @@ def test_depth_reports_classes_and_users(scheduler) -> None:
         for user, row in cls["users"].items():
             per_user[user] += row["tokens"]
     assert per_user == {u: row["tokens"] for u, row in depth["users"].items()}
+
+
+def test_heads_list_each_class_in_the_order_it_dispatches(scheduler) -> None:
+    sizes = {"a": 700, "b": 1_500, "c": 4_000, "d": 700}
+    weights = {"a": 1.0, "b": 2.0, "c": 1.0, "d": 1.0}
+    for n in range(6):
+        for user, size in sizes.items():
+            # "d" arrives at the same instants as "a": equal start tags, broken by id
+            at = T0 + n if user in ("a", "d") else None
+            add(scheduler, user=user, cost=size, weight=weights[user], at=at)
+    dispatch(scheduler, 7)  # the clocks have moved: tags differ and some are tied
+    add(scheduler, user="newcomer", cost=300)  # starts at the class clock
+
+    heads = scheduler.heads(limit=10, user_keys=["b", "newcomer", "nobody"])
+
+    front = heads["query"]
+    actual = dispatch(scheduler, 10)
+    assert [i.request_id for i in front.requests] == [i.request_id for i in actual]
+    assert front.requests == actual  # user, class, cost and enqueued_at too
+    assert set(front.user_next) == {"b", "newcomer"}
+    assert heads["approval"].requests == [] and heads["approval"].user_next == {}
+
+
+def test_heads_are_read_only_and_bounded(scheduler) -> None:
+    for n in range(30):
+        add(scheduler, user=f"u{n % 7}", cost=100 + n)
+    add(scheduler, user="boss", priority="approval", cost=50)
+    before = scheduler.depth()
+
+    heads = scheduler.heads(limit=3, user_keys=["u3"])
+
+    assert [len(h.requests) for h in heads.values()] == [1, 0, 3, 0]
+    assert scheduler.depth() == before
+    first_of_u3 = heads["query"].user_next["u3"]
+    position = scheduler.position(request_id=first_of_u3)
+    assert position is not None and position.user_requests_ahead == 0
+    taken = [i.request_id for i in dispatch(scheduler, 4)]
+    assert taken[1:] == [i.request_id for i in heads["query"].requests]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_heads_match_dispatch_for_random_queues(scheduler, seed: int) -> None:
+    rng = random.Random(seed)
+    users = [f"r{n}" for n in range(rng.randint(2, 9))]
+    for _ in range(rng.randint(20, 60)):
+        add(
+            scheduler,
+            user=rng.choice(users),
+            cost=rng.choice([1, 50, 999, 1_000, 4_096]),
+            weight=rng.choice([1.0, 1.0, 2.0, 0.5]),
+            at=T0 + rng.randint(0, 5),  # many equal enqueue times: ties everywhere
+        )
+        if rng.random() < 0.2:
+            dispatch(scheduler, 1)
+    predicted = [i.request_id for i in scheduler.heads(limit=15)["query"].requests]
+    assert predicted == [i.request_id for i in dispatch(scheduler, 15)]

@@ -37,6 +37,11 @@ class Command(BaseCommand):
         )
         # Scenario-specific options are accepted as --opt key=value pairs.
         parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
+        # A scenario's own flags (e.g. eta's --workload) come from its add_arguments hook. The
+        # scenario is not known before parsing, so every hook adds its flags; argparse refuses
+        # two scenarios spelling the same flag.
+        for name in loadtest.SCENARIOS:
+            loadtest.load(name).add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not stack.in_child():
