@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+JS := tests/gateway/js
+JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: demo test install lint typecheck pytest browser-deps stop clean bench
+.PHONY: demo test install js-deps lint typecheck pytest browser-deps stop clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,7 +14,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+## The official TypeScript SDK, for tests/gateway/test_typescript_sdk.py (the machine's Node.js);
+## only the tests need it, so `make demo` works without Node.js.
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	npm ci --prefix $(JS) --quiet --no-audit --no-fund
+	touch $(JS_STAMP)
+
 install: $(STAMP)
+
+js-deps: $(JS_STAMP)
 
 ## The main job: emulator, embedded Redis, workers, web server, traffic, then the dashboard URL.
 ## Flags through ARGS, e.g. `make demo ARGS="--duration 30 --port 8080"` or `make demo ARGS=--real`.
@@ -23,7 +33,7 @@ PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 ## Everything CI checks: lint, format, types, the whole suite on SQLite, and again on
 ## PostgreSQL when one answers at 127.0.0.1:5432 (as on CI).
-test: install browser-deps
+test: install js-deps browser-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
@@ -42,7 +52,7 @@ lint: install
 typecheck: install
 	$(PY) -m mypy .
 
-pytest: install
+pytest: install js-deps
 	$(PY) -m pytest
 
 ## Debian's chromium for the Playwright test (never a downloaded browser).

@@ -83,7 +83,14 @@ from llm_calls import catalog
 from llm_calls.tokens import MESSAGE_OVERHEAD_TOKENS, block_tokens, chars_per_token_for, text_tokens
 from llm_calls.types import CLASSIC_CACHE_RATES, CacheRates, Usage
 from llm_calls.validation import (
+    CONTENT_TYPE,
+    EMPTY_CONTENT,
+    FIELD_REQUIRED,
     MAX_BREAKPOINTS,
+    NO_MESSAGES,
+    NOT_A_LIST,
+    NOT_AN_OBJECT,
+    SYSTEM_TYPE,
     InvalidRequest,
     block_ttl,
     cache_control_ttl,
@@ -338,10 +345,10 @@ def _pieces(params: Mapping[str, Any]) -> list[_Piece]:
     tools = params.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
-            raise InvalidRequest("tools", "must be a list")
+            raise InvalidRequest("tools", NOT_A_LIST)
         for i, tool in enumerate(tools):
             if not isinstance(tool, Mapping):
-                raise InvalidRequest(f"tools[{i}]", "must be an object")
+                raise InvalidRequest(f"tools[{i}]", NOT_AN_OBJECT)
             ttl = block_ttl(tool, f"tools[{i}]")
             pieces.append(_Piece("tools", i, None, "tool", tool, block_tokens(tool, cpt), ttl))
 
@@ -353,29 +360,33 @@ def _pieces(params: Mapping[str, Any]) -> list[_Piece]:
     elif isinstance(system, list):
         for i, block in enumerate(system):
             if not isinstance(block, Mapping):
-                raise InvalidRequest(f"system[{i}]", "system blocks must be text blocks")
+                raise InvalidRequest(f"system[{i}]", NOT_AN_OBJECT)
             ttl = block_ttl(block, f"system[{i}]")
             pieces.append(_Piece("system", i, None, "system", block, block_tokens(block, cpt), ttl))
     elif system is not None:
-        raise InvalidRequest("system", "must be a string or a list of text blocks")
+        raise InvalidRequest("system", SYSTEM_TYPE)
 
     messages = params.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("messages", "is required and must be a non-empty list")
+    if messages is None:
+        raise InvalidRequest("messages", FIELD_REQUIRED)
+    if not isinstance(messages, list):
+        raise InvalidRequest("messages", NOT_A_LIST)
+    if not messages:
+        raise InvalidRequest("messages", NO_MESSAGES)
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
-            raise InvalidRequest(f"messages[{i}]", "must be an object with role and content")
+            raise InvalidRequest(f"messages[{i}]", NOT_AN_OBJECT)
         content = message.get("content")
         if isinstance(content, str):
             content = [{"type": "text", "text": content}]
-        elif not isinstance(content, list) or not content:
-            raise InvalidRequest(
-                f"messages[{i}].content", "must be a string or a non-empty list of content blocks"
-            )
+        elif not isinstance(content, list):
+            raise InvalidRequest(f"messages[{i}].content", CONTENT_TYPE)
+        if not content:
+            raise InvalidRequest(f"messages[{i}].content", EMPTY_CONTENT, at=f"messages[{i}]")
         for j, block in enumerate(content):
             field_name = f"messages[{i}].content[{j}]"
             if not isinstance(block, Mapping):
-                raise InvalidRequest(field_name, "must be an object")
+                raise InvalidRequest(field_name, NOT_AN_OBJECT)
             tokens = block_tokens(block, cpt) + (MESSAGE_OVERHEAD_TOKENS if j == 0 else 0)
             tag = f"{message.get('role')}:{j == 0}"
             ttl = block_ttl(block, field_name)

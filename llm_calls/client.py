@@ -16,7 +16,7 @@ import email.utils
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -174,6 +174,14 @@ def _build_client(endpoint: conf.Endpoint) -> anthropic.Anthropic:
     )
 
 
+def app_client(*, base_url: str, api_key: str, max_retries: int = 2) -> anthropic.Anthropic:
+    """A plain SDK client, exactly as any app builds one, for code that PLAYS such an app: the
+    demo's helpdesk app calling the gateway's own endpoint (``/v1/messages``), and the
+    benchmarks' naive arm (``naive_client``). Application code never uses it to reach
+    Anthropic: such calls would bypass every guarantee the gateway gives."""
+    return anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=max_retries)
+
+
 def naive_client(*, base_url: str, api_key: str, max_retries: int = 2) -> anthropic.Anthropic:
     """BENCHMARK ONLY: a plain SDK client, exactly as an app without this gateway would build it.
 
@@ -185,7 +193,7 @@ def naive_client(*, base_url: str, api_key: str, max_retries: int = 2) -> anthro
     """
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
-    return anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=max_retries)
+    return app_client(base_url=base_url, api_key=api_key, max_retries=max_retries)
 
 
 def redact_secrets(text: str) -> str:
@@ -232,10 +240,28 @@ def create_message(
         raise _translate(err) from err
 
 
+# The events the API itself sends; the SDK's stream adds derived ones ("text", "input_json"…).
+API_STREAM_EVENTS = frozenset(
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    }
+)
+
+
 def stream_message(
-    *, params: Mapping[str, Any], extra_headers: Mapping[str, str] | None = None
+    *,
+    params: Mapping[str, Any],
+    extra_headers: Mapping[str, str] | None = None,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> ClientResponse[dict[str, Any]]:
     """POST /v1/messages once with ``stream: true`` and accumulate the stream into one message.
+
+    ``on_event(name, data)`` sees each of the API's events as it arrives, in the API's shape.
 
     An ``event: error`` after the HTTP 200 (e.g. ``overloaded_error``) becomes an
     :class:`AttemptFailure` with status 200 and that error type; a stream that ends without
@@ -253,6 +279,8 @@ def stream_message(
         ) as stream:
             completed = False
             for event in stream:
+                if on_event is not None and event.type in API_STREAM_EVENTS:
+                    on_event(event.type, _raw_event(event))
                 if event.type == "message_stop":
                     completed = True
             headers = _headers_dict(stream.response.headers)
@@ -278,6 +306,17 @@ def stream_message(
         raise _translate(err) from err
 
 
+def _raw_event(event: Any) -> dict[str, Any]:
+    """An SDK stream event back in the API's shape: the SDK's stop events carry snapshots of
+    the block or message so far, which the API does not send."""
+    if event.type == "content_block_stop":
+        return {"type": "content_block_stop", "index": event.index}
+    if event.type == "message_stop":
+        return {"type": "message_stop"}
+    data: dict[str, Any] = event.model_dump(mode="json", exclude_unset=True)
+    return data
+
+
 def _split_message_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split the body into the SDK's three required arguments and the body sent verbatim.
 
@@ -300,6 +339,61 @@ def _message_dict(message: Any) -> dict[str, Any]:
     for block in data["content"]:
         block.pop("parsed_output", None)
     return data
+
+
+def count_tokens(*, params: Mapping[str, Any]) -> ClientResponse[dict[str, Any]]:
+    """POST /v1/messages/count_tokens once. ``params`` is a Messages body without ``max_tokens``
+    (sent verbatim); returns ``{"input_tokens": N}``. Free, so never ``billed``."""
+    client = get_client()
+    body = {key: value for key, value in params.items() if key not in ("max_tokens", "stream")}
+    try:
+        raw = client.messages.with_raw_response.count_tokens(
+            model=body["model"], messages=body["messages"], extra_body=body
+        )
+        return ClientResponse(
+            value=raw.parse().model_dump(mode="json"),
+            status=raw.status_code,
+            headers=_headers_dict(raw.headers),
+            request_id=raw.request_id,
+        )
+    except Exception as err:
+        raise _translate(err) from err
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def list_models(*, query: Mapping[str, Any]) -> ClientResponse[dict[str, Any]]:
+    """GET /v1/models once, one page. ``query`` is passed through (``limit``, ``after_id``,
+    ``before_id``, ``lifecycle[]``…); returns the page as the API wrote it."""
+    client = get_client()
+    try:
+        raw = client.get("/v1/models", cast_to=httpx2.Response, options={"params": dict(query)})
+        return _json_response(raw)
+    except Exception as err:
+        raise _translate(err) from err
+
+
+def retrieve_model(*, model_id: str) -> ClientResponse[dict[str, Any]]:
+    """GET /v1/models/{model_id} once."""
+    client = get_client()
+    try:
+        raw = client.get(f"/v1/models/{model_id}", cast_to=httpx2.Response)
+        return _json_response(raw)
+    except Exception as err:
+        raise _translate(err) from err
+
+
+def _json_response(raw: httpx2.Response) -> ClientResponse[dict[str, Any]]:
+    # The page exactly as the API wrote it: the SDK's ModelInfo would drop fields it does not
+    # know yet, and a drop-in endpoint must pass them on.
+    return ClientResponse(
+        value=raw.json(),
+        status=raw.status_code,
+        headers=_headers_dict(raw.headers),
+        request_id=raw.headers.get("request-id"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

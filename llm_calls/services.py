@@ -29,6 +29,7 @@ def send_message(
     client_request_id: str | None = None,
     cache_planner: bool | None = None,
     cache_rates: CacheRates | None = None,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> MessageResult:
     """Send the Messages body ``params`` (model, max_tokens, messages, system, tools, …).
 
@@ -38,7 +39,8 @@ def send_message(
     be matched to the API's records. Hooks: see ``llm_calls.retry.call_with_retry``.
     ``cache_planner`` defaults to ``CACHE_PLANNER_ENABLED`` (on); ``cache_rates`` are the
     model's cache prices relative to its input price, which the planner weighs when it picks a
-    TTL (the classic 1.25 / 2 / 0.1 when not given).
+    TTL (the classic 1.25 / 2 / 0.1 when not given). ``on_event(name, data)`` (streaming only)
+    sees each of the API's stream events as it arrives, in every attempt.
 
     Raises ``ClaudeCallError`` — with ``attempts=0`` and nothing sent when ``params`` is
     malformed, else after the retry policy gave up. Raises ``ImproperlyConfigured`` when no
@@ -62,7 +64,7 @@ def send_message(
             {"x-client-request-id": f"{client_request_id}-a{number}"} if client_request_id else None
         )
         if stream:
-            return client.stream_message(params=params, extra_headers=headers)
+            return client.stream_message(params=params, extra_headers=headers, on_event=on_event)
         return client.create_message(params=params, extra_headers=headers)
 
     sent_at = time.time()
@@ -97,6 +99,7 @@ def message_result_from_api(
     content = tuple(dict(block) for block in raw_content if isinstance(block, Mapping))
     text = "".join(str(block.get("text", "")) for block in content if block.get("type") == "text")
     return MessageResult(
+        envelope={key: value for key, value in message.items() if key != "content"},
         message_id=str(message.get("id", "")),
         model=str(message.get("model", "")),
         text=text,
@@ -107,6 +110,37 @@ def message_result_from_api(
         latency_ms=latency_ms,
         content=content,
     )
+
+
+def count_tokens(*, params: Mapping[str, Any], policy: RetryPolicy | None = None) -> dict[str, Any]:
+    """``POST /v1/messages/count_tokens`` under the retry policy: ``{"input_tokens": N}``.
+
+    Free and limited by its own per-minute limit upstream, so the token buckets are not
+    involved. Raises ``ClaudeCallError``.
+    """
+    outcome = call_with_retry(
+        attempt=lambda _n: client.count_tokens(params=params),
+        policy=policy or RetryPolicy.from_settings(),
+    )
+    return outcome.response.value
+
+
+def models_page(*, query: Mapping[str, Any], policy: RetryPolicy | None = None) -> dict[str, Any]:
+    """One page of ``GET /v1/models`` under the retry policy. Raises ``ClaudeCallError``."""
+    outcome = call_with_retry(
+        attempt=lambda _n: client.list_models(query=query),
+        policy=policy or RetryPolicy.from_settings(),
+    )
+    return outcome.response.value
+
+
+def model_entry(*, model_id: str, policy: RetryPolicy | None = None) -> dict[str, Any]:
+    """``GET /v1/models/{model_id}`` under the retry policy. Raises ``ClaudeCallError``."""
+    outcome = call_with_retry(
+        attempt=lambda _n: client.retrieve_model(model_id=model_id),
+        policy=policy or RetryPolicy.from_settings(),
+    )
+    return outcome.response.value
 
 
 def params_problem(params: object) -> str | None:

@@ -10,6 +10,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# The Messages API's error.type values and the HTTP status each comes with (our own failure
+# kinds, "connection_error" and "timeout", have none: a caller is told "api_error").
+API_ERROR_STATUS: Mapping[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -126,6 +141,10 @@ class MessageResult:
     latency_ms: float
     content: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
     from_response_cache: bool = False
+    # The response as the API sent it, minus ``content`` (id, model, stop_reason,
+    # stop_sequence, usage with every field the API reported…): what the gateway's
+    # Anthropic-compatible endpoint answers with.
+    envelope: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def attempt_count(self) -> int:

@@ -7,22 +7,10 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from llm_calls import catalog
+from organizations import admin as organizations_admin
+from organizations.models import Organization
 from queueing.auth import api_token_create
-from queueing.models import (
-    ApiToken,
-    LLMRequest,
-    Membership,
-    Organization,
-    Quota,
-    QuotaAlert,
-    RateLimitOverride,
-)
-
-
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    extra = 0
-    autocomplete_fields = ["user"]
+from queueing.models import ApiToken, LLMRequest, Quota, QuotaAlert, RateLimitOverride
 
 
 class QuotaInline(admin.StackedInline):
@@ -31,19 +19,14 @@ class QuotaInline(admin.StackedInline):
     fk_name = "organization"
 
 
+# The organization page shows its quota above its members, as before the models moved to
+# ``organizations`` (which cannot import Quota): registered again here, with the inline added.
+admin.site.unregister(Organization)
+
+
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["name", "created_at"]
-    search_fields = ["name"]
-    inlines = [QuotaInline, MembershipInline]
-
-
-@admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
-    list_display = ["user", "organization", "role"]
-    list_filter = ["organization", "role"]
-    search_fields = ["user__username", "organization__name"]
-    autocomplete_fields = ["user", "organization"]
+class OrganizationAdmin(organizations_admin.OrganizationAdmin):
+    inlines = [QuotaInline, *organizations_admin.OrganizationAdmin.inlines]
 
 
 @admin.register(Quota)
@@ -91,22 +74,47 @@ class LLMRequestAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked"]
+    list_display = [
+        "name",
+        "user",
+        "prefix",
+        "default_priority",
+        "expires_at",
+        "created_at",
+        "last_used_at",
+        "revoked",
+    ]
     list_filter = ["revoked"]
     search_fields = ["name", "user__username", "prefix"]
     autocomplete_fields = ["user"]
-    fields = ["user", "name", "revoked", "prefix", "created_at", "last_used_at"]
+    fields = [
+        "user",
+        "name",
+        "revoked",
+        "expires_at",
+        "allowed_models",
+        "default_priority",
+        "prefix",
+        "created_at",
+        "last_used_at",
+    ]
     readonly_fields = ["prefix", "created_at", "last_used_at"]
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
-        token, raw = api_token_create(user=obj.user, name=obj.name)
+        token, raw = api_token_create(
+            user=obj.user,
+            name=obj.name,
+            expires_at=obj.expires_at,
+            allowed_models=obj.allowed_models or (),
+            default_priority=obj.default_priority,
+        )
         obj.pk = token.pk
         obj.key_hash, obj.prefix, obj.created_at = token.key_hash, token.prefix, token.created_at
         messages.warning(
-            request, f"Copy this token now; it is not stored and will not be shown again: {raw}"
+            request, f"Copy this key now; it is not stored and will not be shown again: {raw}"
         )
 
 

@@ -2,7 +2,8 @@
 
 Authenticated by the browser session (CSRF enforced on writes) or by an API token
 (``Authorization: Bearer gwt_…`` / ``Token gwt_…``; no CSRF, no cookies involved). Every error
-is a JSON body ``{"error": {"type", "message", "field"?}}`` with a fitting status.
+is a JSON body ``{"error": {"type", "message", "field"?}}`` with a fitting status (the shape's
+one home is ``ratelimit_project.api_errors``, which usage's JSON endpoints answer with too).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from queueing import eta, selectors, services
 from queueing.auth import bearer_token, user_for_token
 from queueing.models import LLMRequest
 from queueing.overview import queue_overview
+from ratelimit_project.api_errors import error, method_not_allowed
 
 View = Callable[..., HttpResponse]
 
@@ -33,10 +35,6 @@ GATEWAY_FIELDS = frozenset({"session_id", "priority", "response_cache", "shared"
 # How soon a client should try again when Redis is unreachable (a restart or a Sentinel
 # failover takes seconds).
 OUTAGE_RETRY_AFTER_S = 5
-
-
-def error(http_status: int, kind: str, message: str, **extra: Any) -> JsonResponse:
-    return JsonResponse({"error": {"type": kind, "message": message, **extra}}, status=http_status)
 
 
 def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
@@ -52,10 +50,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
-                # RFC 9110: a 405 names the methods the resource does allow.
-                refused = error(405, "method_not_allowed", f"use {' or '.join(methods)}")
-                refused["Allow"] = ", ".join(methods)
-                return refused
+                return method_not_allowed(methods)
             raw = bearer_token(request)
             if raw is not None:
                 user = user_for_token(raw)

@@ -1,9 +1,15 @@
-"""API tokens: create one (shown once), and authenticate a request by it."""
+"""API tokens (gateway keys): create one (shown once), and authenticate a request by it.
+
+One kind of key serves the JSON API (``Authorization: Bearer``) and the Anthropic-compatible
+endpoint (``x-api-key`` too, as the official SDKs send it).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from django.http import HttpRequest
@@ -18,26 +24,61 @@ def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
-def api_token_create(*, user: Any, name: str) -> tuple[ApiToken, str]:
+# last_used_at is for people ("used 3 minutes ago"): one write a minute per key is enough.
+_LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+def api_token_create(
+    *,
+    user: Any,
+    name: str,
+    expires_at: dt.datetime | None = None,
+    allowed_models: Sequence[str] = (),
+    default_priority: str = "",
+) -> tuple[ApiToken, str]:
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(user=user, name=name, key_hash=_hash(raw), prefix=raw[:10])
+    token = ApiToken.objects.create(
+        user=user,
+        name=name,
+        key_hash=_hash(raw),
+        prefix=raw[:10],
+        expires_at=expires_at,
+        allowed_models=list(allowed_models),
+        default_priority=default_priority,
+    )
     return token, raw
 
 
-def bearer_token(request: HttpRequest) -> str | None:
-    header = request.headers.get("Authorization", "")
+def bearer_value(header: str) -> str | None:
+    """The credential of an ``Authorization: Bearer <key>`` (or ``Token <key>``) header."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() in ("token", "bearer") and value.strip():
         return value.strip()
     return None
 
 
+def bearer_token(request: HttpRequest) -> str | None:
+    return bearer_value(request.headers.get("Authorization", ""))
+
+
+def token_for_key(raw: str) -> tuple[ApiToken | None, str]:
+    """The usable token ``raw`` names, or None and why not (in words for its holder)."""
+    token = ApiToken.objects.select_related("user").filter(key_hash=_hash(raw)).first()
+    if token is None:
+        return None, "invalid x-api-key"
+    if token.revoked:
+        return None, f"this key ({token.prefix}…) has been revoked"
+    now = timezone.now()
+    if token.expires_at is not None and token.expires_at <= now:
+        return None, f"this key ({token.prefix}…) expired at {token.expires_at:%Y-%m-%d %H:%M} UTC"
+    if not token.user.is_active:
+        return None, f"the account this key ({token.prefix}…) belongs to is deactivated"
+    if token.last_used_at is None or now - token.last_used_at >= _LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token, ""
+
+
 def user_for_token(raw: str) -> Any | None:
-    """The active user a token belongs to, or None (unknown, revoked, or inactive user)."""
-    token = (
-        ApiToken.objects.select_related("user").filter(key_hash=_hash(raw), revoked=False).first()
-    )
-    if token is None or not token.user.is_active:
-        return None
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
-    return token.user
+    """The active user a token belongs to, or None (unknown, revoked, expired, inactive user)."""
+    token, _ = token_for_key(raw)
+    return None if token is None else token.user

@@ -125,8 +125,13 @@ def limiter_headroom() -> dict[str, float]:
     """``GATEWAY_LIMITER_HEADROOM``: per bucket, the fraction of capacity that must stay free
     above a request's amount before it is admitted (see limiter_reserve.lua).
 
-    Only ITPM is charged on an estimate, so only it needs headroom by default: 2% of 30,000 is
-    600 tokens of estimate error absorbed per burst, at no cost in throughput under saturation.
+    ITPM is charged on an estimate: 2% of 30,000 is 600 tokens of estimate error absorbed per
+    burst. RPM is exact, but the API counts a request when it arrives, a moment after we
+    reserved it: while its bucket is full it loses the refill of that moment, which ours
+    counted, and the response headers only correct us beyond a second of refill. 2% of the RPM
+    limit (one second's refill is 1.7%) covers that drift. Headroom costs no throughput under
+    saturation: the bucket refills at the same rate, it is only kept a little above empty.
+    OTPM is reserved at ``max_tokens``, above what is charged, and needs none.
     """
     raw = _setting("GATEWAY_LIMITER_HEADROOM", None) or {}
     if not isinstance(raw, Mapping) or set(raw) - set(LIMIT_DIMENSIONS):
@@ -134,7 +139,7 @@ def limiter_headroom() -> dict[str, float]:
             'GATEWAY_LIMITER_HEADROOM must be a dict like {"itpm": 0.02} with keys among '
             f"{', '.join(LIMIT_DIMENSIONS)}; got {raw!r}."
         )
-    headroom = {"rpm": 0.0, "itpm": 0.02, "otpm": 0.0}
+    headroom = {"rpm": 0.02, "itpm": 0.02, "otpm": 0.0}
     for dim, value in raw.items():
         fraction = float(value)
         if not 0 <= fraction < 1:

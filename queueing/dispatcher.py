@@ -51,7 +51,8 @@ class Step:
 class _Admitted:
     request_id: int
     reservation: Reservation
-    predicted_wait_s: float | None  # what the submitter was told
+    priority: str
+    model_wait_s: float | None  # the queue model's figure at submit (before calibration)
     enqueued_at: float  # epoch seconds (the scheduler's)
 
 
@@ -78,14 +79,15 @@ def _admit_heads(*, limit: int) -> tuple[list[_Admitted], float]:
                 "max_tokens",
                 "status",
                 "cache_prefixes",
-                "predicted_wait_s",
+                "priority",
+                "model_wait_s",
             )
             .first()
         )
         if row is None or row[3] != LLMRequest.Status.QUEUED:
             scheduler.pop(request_id=item.request_id)  # cancelled or finished elsewhere: drop it
             continue
-        model, estimated, max_tokens, _status, prefixes, predicted = row
+        model, estimated, max_tokens, _status, prefixes, priority, model_wait = row
         model_class = catalog.model_class(model)
         if model_class not in factors:
             factors[model_class] = limiter.estimate_factor(model_class)
@@ -106,7 +108,9 @@ def _admit_heads(*, limit: int) -> tuple[list[_Admitted], float]:
             limiter.release(reservation=admission.reservation)  # another dispatcher won it
             continue
         admitted.append(
-            _Admitted(item.request_id, admission.reservation, predicted, item.enqueued_at)
+            _Admitted(
+                item.request_id, admission.reservation, priority, model_wait, item.enqueued_at
+            )
         )
     return admitted, 0.0
 
@@ -134,8 +138,15 @@ def dispatch_once() -> Step:
         return Step((), 0.0)
     leases.take_for_dispatch_many([a.request_id for a in taken])
     now = time.time()
-    # How far the waits people were told landed: the range the ETA shows is learned from it.
-    eta.record_dispatch_waits(waits=[(a.predicted_wait_s, now - a.enqueued_at) for a in taken])
+    # How far the queue model's waits landed: the ETA's correction and range are learned from it.
+    eta.record_dispatch_waits(
+        waits=[
+            eta.DispatchWait(
+                priority=a.priority, model_s=a.model_wait_s, actual_s=now - a.enqueued_at
+            )
+            for a in taken
+        ]
+    )
     queue.enqueue_many(
         [
             Queue.prepare_data(

@@ -31,12 +31,17 @@ what the dispatcher will reserve (the same cache-aware charge at the factor with
 all of ``max_tokens``). The wait is the smallest ``T`` that satisfies every bucket (a
 piecewise-linear equation), or the limiter's pause after a 429 if that is longer.
 
-Uncertainty: every dispatcher step records ln(actual / predicted) of the requests it
-dispatched (``record_dispatch_waits``); ``calibration`` turns their running mean and spread
-into the range shown beside the estimate (about 4 in 5 waits should end inside it), blended
-with a modest prior while samples are few. People read it as ``describe_wait_range``: "about
-3 min (2–4 min)". The ``eta`` benchmark measures how far predictions land from actual waits,
-on a plain and on a cached workload.
+Calibration and uncertainty: every dispatcher step records ln(actual / model) of the
+requests it dispatched, per priority class (``record_dispatch_waits``). Their running mean is
+the model's bias in that class — under bursty traffic the arrival rates a class sees ahead of
+it are a poor forecast of the next seconds, and the error is systematic per class (the lowest
+class waits on everything above it) — and ``estimate_wait`` corrects the model's figure by it;
+their spread around the mean gives the range shown beside the estimate (about 4 in 5 waits
+should end inside it). Both are blended with a modest prior while samples are few. The bias
+is learned from the model's own figure (``LLMRequest.model_wait_s``), not from the corrected
+one, so the correction does not chase itself. People read it as ``describe_wait_range``:
+"about 3 min (2–4 min)". The ``eta`` benchmark measures how far what people were told lands
+from the actual waits, on a plain and on a cached workload.
 
 Not modelled: requests of other model classes queued ahead (they do not use this bucket but
 are counted), reservations of calls in flight that come back when they are reconciled.
@@ -55,7 +60,7 @@ import redis
 from llm_calls import caching, catalog
 from llm_calls.caching import WarmPrefixes
 from queueing import conf
-from queueing.limiter import expected_itpm_charge, get_limiter
+from queueing.limiter import admission_headroom, expected_itpm_charge, get_limiter
 from queueing.lua import LuaScript
 from queueing.models import LLMRequest
 from queueing.scheduler import Position, get_scheduler, user_key_for
@@ -76,7 +81,7 @@ _QUEUE_SAMPLE = 100
 _ARRIVAL = LuaScript("eta_arrival")
 _CALIBRATE = LuaScript("eta_calibrate")
 
-CALIBRATION_KEY = "gw:eta:calibration"
+CALIBRATION_KEY = "gw:eta:calibration:{priority}"
 # Waits shorter than this are "no wait" to a person: their relative error means nothing.
 _CALIBRATION_FLOOR_S = 1.0
 _CALIBRATION_ALPHA = 0.05
@@ -86,6 +91,9 @@ _PRIOR_DEVIATION = 0.35
 _PRIOR_WEIGHT = 20  # samples the prior counts for while evidence accumulates
 # The range covers ~80% of outcomes for Laplace-like errors: P(|x - m| < k d) = 1 - e^-k.
 _RANGE_DEVIATIONS = 1.6
+# The correction is bounded: a model wrong by more than 4x either way has a defect to fix,
+# and an unbounded correction would hide it (and swing on a few outliers).
+_MAX_BIAS = math.log(4.0)
 
 
 def record_output_ratio(*, max_tokens: int, output_tokens: int) -> None:
@@ -99,41 +107,60 @@ def record_output_ratio(*, max_tokens: int, output_tokens: int) -> None:
     client.set(OUTPUT_RATIO_KEY, repr(value), ex=7 * 24 * 3600)
 
 
-def record_dispatch_waits(*, waits: Iterable[tuple[float | None, float]]) -> None:
-    """Learn how far predictions land: (predicted at submit, actual) waits in seconds of the
-    requests just dispatched, both floored at 1 s. One script per dispatcher step."""
-    errors = [
-        repr(math.log(max(actual, _CALIBRATION_FLOOR_S) / max(predicted, _CALIBRATION_FLOOR_S)))
-        for predicted, actual in waits
-        if predicted is not None and max(predicted, actual) >= _CALIBRATION_FLOOR_S
-    ]
-    if errors:
+@dataclass(frozen=True)
+class DispatchWait:
+    """One dispatched request's wait, for calibration: the model's figure at submit (None when
+    it was never estimated) and the wait it had, in seconds."""
+
+    priority: str
+    model_s: float | None
+    actual_s: float
+
+
+def record_dispatch_waits(*, waits: Iterable[DispatchWait]) -> None:
+    """Learn how far the model's predictions land, per priority class: ln(actual / model) of
+    the requests just dispatched, both floored at 1 s. One script per class per step."""
+    errors: dict[str, list[str]] = {}
+    for wait in waits:
+        if wait.model_s is None or max(wait.model_s, wait.actual_s) < _CALIBRATION_FLOOR_S:
+            continue
+        error = math.log(
+            max(wait.actual_s, _CALIBRATION_FLOOR_S) / max(wait.model_s, _CALIBRATION_FLOOR_S)
+        )
+        errors.setdefault(wait.priority, []).append(repr(error))
+    client = get_redis()
+    for priority, values in errors.items():
         _CALIBRATE(
-            get_redis(),
-            keys=[CALIBRATION_KEY],
-            args=[repr(_CALIBRATION_ALPHA), _CALIBRATION_TTL_S, *errors],
+            client,
+            keys=[CALIBRATION_KEY.format(priority=priority)],
+            args=[repr(_CALIBRATION_ALPHA), _CALIBRATION_TTL_S, *values],
         )
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """How predictions have landed lately: ln(actual / predicted) has mean ``bias`` and mean
-    absolute deviation ``spread``, over ``samples`` dispatched requests."""
+    """How one class's predictions have landed lately: ln(actual / model) has mean ``bias``
+    and mean absolute deviation ``spread``, over ``samples`` dispatched requests."""
 
     bias: float
     spread: float
     samples: int
 
-    def range_s(self, predicted: float) -> tuple[float, float]:
-        """Where the actual wait should fall, about 4 times in 5."""
-        low = predicted * math.exp(self.bias - _RANGE_DEVIATIONS * self.spread)
-        high = predicted * math.exp(self.bias + _RANGE_DEVIATIONS * self.spread)
+    def corrected_s(self, model_s: float) -> float:
+        """The model's figure corrected by the learned bias: what people are told."""
+        return round(model_s * math.exp(max(-_MAX_BIAS, min(_MAX_BIAS, self.bias))), 2)
+
+    def range_s(self, told_s: float) -> tuple[float, float]:
+        """Where the actual wait should fall, about 4 times in 5, around the corrected figure."""
+        low = told_s * math.exp(-_RANGE_DEVIATIONS * self.spread)
+        high = told_s * math.exp(_RANGE_DEVIATIONS * self.spread)
         return round(low, 1), round(high, 1)
 
 
-def calibration() -> Calibration:
-    """The learned calibration, blended with a modest prior while samples are few."""
-    mean, deviation, samples = get_redis().hmget(CALIBRATION_KEY, ["m", "d", "n"])
+def calibration(*, priority: str) -> Calibration:
+    """A class's learned calibration, blended with a modest prior while samples are few."""
+    key = CALIBRATION_KEY.format(priority=priority)
+    mean, deviation, samples = get_redis().hmget(key, ["m", "d", "n"])
     n = int(samples or 0)
     if mean is None or n == 0:
         return Calibration(bias=0.0, spread=_PRIOR_DEVIATION, samples=0)
@@ -393,13 +420,43 @@ def predict_wait_s(*, request: LLMRequest) -> float | None:
         limit, level = limits[dim], levels[dim]
         if not limit or level is None:
             continue
-        target = min(own[dim] + headroom[dim] * limit, float(limit))  # limiter_reserve.lua
+        target = min(
+            own[dim] + admission_headroom(dim=dim, limit=limit, fraction=headroom[dim]),
+            float(limit),
+        )
         base = fraction[dim] * position.tokens_ahead + target - level
         wait = max(
             wait,
             solve_wait_s(refill_per_s=limit / 60.0, base=base, fraction=fraction[dim], flows=flows),
         )
     return round(wait, 2)
+
+
+@dataclass(frozen=True)
+class WaitEstimate:
+    """A queued request's wait: the model's figure, what people are told (corrected by the
+    class's calibration) and the range the wait should end in, in seconds."""
+
+    model_s: float
+    eta_s: float
+    low_s: float
+    high_s: float
+
+    @property
+    def text(self) -> str:
+        return describe_wait_range(self.eta_s, self.low_s, self.high_s)
+
+
+def estimate_wait(*, request: LLMRequest) -> WaitEstimate | None:
+    """``predict_wait_s`` corrected by its class's learned bias, with its range; None when the
+    request is not in the queue."""
+    model_s = predict_wait_s(request=request)
+    if model_s is None:
+        return None
+    learned = calibration(priority=request.priority)
+    told = learned.corrected_s(model_s)
+    low, high = learned.range_s(told)
+    return WaitEstimate(model_s=model_s, eta_s=told, low_s=low, high_s=high)
 
 
 QUEUE_UNAVAILABLE = "the queue (Redis) is unreachable: position and wait are unknown for now"
@@ -431,20 +488,18 @@ def queue_status(request: LLMRequest) -> dict[str, Any]:
         return status
     try:
         position = get_scheduler().position(request_id=request.pk)
-        predicted = predict_wait_s(request=request) if position is not None else None
-        spread = calibration() if predicted is not None else None
+        estimate = estimate_wait(request=request) if position is not None else None
     except redis.RedisError:
         return {**status, "requests_ahead": None, "queue_unavailable": QUEUE_UNAVAILABLE}
-    if position is None or predicted is None or spread is None:
+    if position is None or estimate is None:
         return {**status, "requests_ahead": None}
-    low, high = spread.range_s(predicted)
     return {
         **status,
         "position": position.position,
         "requests_ahead": position.requests_ahead,
-        "eta_s": predicted,
-        "eta_range_s": [low, high],
-        "eta_text": describe_wait_range(predicted, low, high),
+        "eta_s": estimate.eta_s,
+        "eta_range_s": [estimate.low_s, estimate.high_s],
+        "eta_text": estimate.text,
     }
 
 

@@ -122,6 +122,11 @@ class Admission:
     reservation: Reservation | None
     binding: str | None
 
+    def __bool__(self) -> bool:
+        # ``if limiter.try_reserve(...)`` must read as "was it admitted", not "is there an
+        # answer" (a dataclass instance is always truthy).
+        return self.admitted
+
 
 def itpm_charge(usage: Usage, *, model: str | None = None) -> int:
     """Input tokens the ITPM bucket is charged for one response: uncached input + cache writes.
@@ -133,6 +138,13 @@ def itpm_charge(usage: Usage, *, model: str | None = None) -> int:
     if info is not None and info.cache_reads_count_for_itpm:
         charged += usage.cache_read_input_tokens
     return charged
+
+
+def admission_headroom(*, dim: str, limit: float, fraction: float) -> float:
+    """What a bucket must keep above a request's amount to admit it (limiter_reserve.lua):
+    ``fraction`` of its capacity, RPM's rounded down to whole requests."""
+    amount = limit * fraction
+    return float(math.floor(amount + 1e-9)) if dim == "rpm" else amount
 
 
 def expected_itpm_charge(

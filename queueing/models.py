@@ -1,5 +1,10 @@
 """Who may call Claude, and every request they made.
 
+Organizations and memberships live in ``organizations`` (below this app and ``usage``); the
+quotas, alerts and requests here point to them. The receiver that drops the limiter's cached
+overrides when one changes is connected in ``QueueingConfig.ready()`` (this module does not
+import the limiter, which reads it).
+
 ``LLMRequest`` rows are the source of truth for queued work: Redis holds only the order
 (scheduler) and the counters (limiter, quota reservations), and can be rebuilt from these rows.
 """
@@ -13,40 +18,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
 
 from llm_calls import catalog
-
-
-class Organization(models.Model):
-    name = models.CharField(max_length=200, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class Membership(models.Model):
-    """A user belongs to at most one organization; its quota and limits apply to them."""
-
-    class Role(models.TextChoices):
-        MEMBER = "member", "Member"
-        ADMIN = "admin", "Organization admin"
-
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership"
-    )
-    organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="memberships"
-    )
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
-
-    def __str__(self) -> str:
-        return f"{self.user} @ {self.organization}"
+from organizations.models import Organization
+from queueing import conf
 
 
 class Quota(models.Model):
@@ -139,7 +114,11 @@ class LLMRequest(models.Model):
     cache_prefixes = models.JSONField(default=list, blank=True)
     reserved_tokens = models.BigIntegerField(default=0)
     reserved_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    # The wait the submitter was told, and the queue model's own figure before the learned
+    # per-class calibration was applied to it (queueing.eta.estimate_wait): calibration is
+    # learned from the model's errors, not from its own corrections.
     predicted_wait_s = models.FloatField(null=True, blank=True)
+    model_wait_s = models.FloatField(null=True, blank=True)
 
     attempts = models.PositiveIntegerField(default=0)
     result = models.JSONField(null=True, blank=True)
@@ -151,6 +130,13 @@ class LLMRequest(models.Model):
     # refused instead of silently answered with another request.
     idempotency_key = models.CharField(max_length=255, blank=True, default="")
     idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    # The caller streams the answer on (the Anthropic-compatible endpoint's stream: true): the
+    # call is streamed and its events relayed as they arrive (queueing.relay).
+    live_events = models.BooleanField(default=False)
+    # The gateway key the request came with (none from the pages or Python callers).
+    api_token = models.ForeignKey(
+        "ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
 
     # Not a column: set on the instance submit_request returns when an Idempotency-Key named
     # a request that already existed.
@@ -179,9 +165,13 @@ class LLMRequest(models.Model):
 
 
 class ApiToken(models.Model):
-    """A bearer token for the JSON API, for services that are not a browser.
+    """A gateway key: how services that are not a browser call the JSON API and the
+    Anthropic-compatible endpoint (``x-api-key`` or ``Authorization: Bearer``).
 
-    Only a SHA-256 of the token is stored; the token itself is shown once, when it is created.
+    Only a SHA-256 of the key is stored; the key itself is shown once, when it is created.
+    A key belongs to a person or to an organization's service account (a user whose
+    membership role is ``service``), and may be limited to some models and carry the
+    priority class its calls get when they do not ask for one.
     """
 
     user = models.ForeignKey(
@@ -195,9 +185,40 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked = models.BooleanField(default=False)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="After this moment the key is refused (blank: never)."
+    )
+    allowed_models = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Model ids this key may use, e.g. ["claude-haiku-4-5"] (empty: every model).',
+    )
+    default_priority = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Priority class of calls that do not name one (blank: interactive).",
+    )
+
+    class Meta:
+        verbose_name = "gateway key"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    def clean(self) -> None:
+        models_given = self.allowed_models
+        if not isinstance(models_given, list) or not all(isinstance(m, str) for m in models_given):
+            raise ValidationError(
+                {"allowed_models": 'a list of model ids, e.g. ["claude-haiku-4-5"]'}
+            )
+        unknown = [m for m in models_given if catalog.model_info(m) is None]
+        if unknown:
+            raise ValidationError({"allowed_models": f"unknown model {unknown[0]!r}"})
+        classes = conf.priority_class_names()
+        if self.default_priority and self.default_priority not in classes:
+            raise ValidationError(
+                {"default_priority": f"unknown class; choose one of {', '.join(classes)}"}
+            )
 
 
 class RateLimitOverride(models.Model):
@@ -236,14 +257,6 @@ class RateLimitOverride(models.Model):
             raise ValidationError(
                 {"model_class": f"unknown rate-limit bucket; choose one of {', '.join(buckets)}"}
             )
-
-
-@receiver([post_save, post_delete], sender=RateLimitOverride)
-def _rate_limit_override_changed(**_kwargs: Any) -> None:
-    """This process sees an admin's change at once; others within the override cache time."""
-    from queueing.limiter import forget_overrides  # late: the limiter imports this module
-
-    forget_overrides()
 
 
 class QuotaAlert(models.Model):

@@ -10,6 +10,7 @@ import redis
 from ratelimit_project.redis import get_redis
 
 WAKE_KEY = "gw:wake"
+DONE_CHANNEL = "gw:done"
 DONE_TTL_S = 600
 DONE_POLL_FIRST_S = 0.002
 DONE_POLL_MAX_S = 0.05
@@ -31,8 +32,17 @@ def wait_for_work(timeout_s: float) -> None:
 
 
 def notify_done(request_id: int) -> None:
+    """Mark the request done (``wait_done`` polls the marker) and announce it on
+    ``DONE_CHANNEL``, where a process holding many waiting connections listens once for all."""
     with contextlib.suppress(redis.RedisError):
-        get_redis().set(f"gw:done:{request_id}", 1, ex=DONE_TTL_S)
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.set(done_key(request_id), 1, ex=DONE_TTL_S)
+        pipe.publish(DONE_CHANNEL, request_id)
+        pipe.execute()
+
+
+def done_key(request_id: int) -> str:
+    return f"gw:done:{request_id}"
 
 
 def wait_done(request_id: int, *, timeout_s: float) -> None:
@@ -40,7 +50,7 @@ def wait_done(request_id: int, *, timeout_s: float) -> None:
 
     The marker is a plain key rather than a list item so that any number of waiters see it.
     """
-    key = f"gw:done:{request_id}"
+    key = done_key(request_id)
     deadline = time.monotonic() + timeout_s
     # Poll soon, then less often: a call that is about to finish is noticed within a few ms
     # (a flat 50 ms poll added 25 ms on average to every queued call, measured by the

@@ -32,7 +32,7 @@ from queueing.scheduler import Position, get_scheduler
 HEAD_ROWS = 5  # requests listed at the head of each priority class
 USER_ROWS = 50  # users listed, most queued tokens first (/metrics exports the same 50)
 # Of those, how many get their next request's position and ETA: each costs a position replay
-# and an ETA (``eta.predict_wait_s``), which grow with the users ahead.
+# and an ETA (``eta.estimate_wait``), which grow with the users ahead.
 USER_DETAIL_ROWS = 10
 IN_FLIGHT_ROWS = 50  # dispatched or running calls listed, longest-running first
 # Wall time one overview may spend on positions and ETAs (heads first, then users), so a page
@@ -184,7 +184,8 @@ class _Estimates:
         estimated = request_id in self._positions
         if found is not None and request_id not in self._waits:
             if self._in_budget(request_id, self._waits):
-                self._waits[request_id] = eta.predict_wait_s(request=request)
+                estimate = eta.estimate_wait(request=request)
+                self._waits[request_id] = None if estimate is None else estimate.eta_s
             else:
                 estimated = False
         wait = self._waits.get(request_id)

@@ -42,10 +42,11 @@ from django.core.mail import mail_admins
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
+from organizations.models import Organization
 from queueing import conf
 from queueing.conf import UsageLoader
 from queueing.lua import LuaScript
-from queueing.models import Organization, Quota, QuotaAlert
+from queueing.models import Quota, QuotaAlert
 from ratelimit_project.redis import get_redis
 
 log = logging.getLogger(__name__)

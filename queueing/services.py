@@ -40,9 +40,10 @@ from llm_calls.services import send_message
 from llm_calls.tokens import estimate_input_tokens
 from llm_calls.types import Attempt, MessageResult, Usage
 from llm_calls.validation import InvalidRequest, check_message_params
-from queueing import conf, cpu_gate, eta, journal, leases, notifications, quotas
+from organizations.models import Membership
+from queueing import conf, cpu_gate, eta, journal, leases, notifications, quotas, relay
 from queueing.limiter import Reservation, get_limiter, input_reservation, itpm_charge
-from queueing.models import LLMRequest, Membership, Quota
+from queueing.models import ApiToken, LLMRequest, Quota
 from queueing.scheduler import get_scheduler, user_key_for
 from ratelimit_project.redis import get_redis
 from usage import pricing
@@ -192,6 +193,8 @@ def _persist(
     use_batch: bool,
     idempotency_key: str | None = None,
     idempotency_fingerprint: str = "",
+    api_token: ApiToken | None = None,
+    live_events: bool = False,
 ) -> LLMRequest:
     body = submission.body
     return LLMRequest.objects.create(
@@ -212,6 +215,8 @@ def _persist(
         use_batch=use_batch,
         idempotency_key=idempotency_key or "",
         idempotency_fingerprint=idempotency_fingerprint,
+        api_token=api_token,
+        live_events=live_events,
     )
 
 
@@ -298,6 +303,8 @@ def _accept(
     use_batch: bool,
     params: Mapping[str, Any],
     idempotency_key: str | None = None,
+    api_token: ApiToken | None = None,
+    live_events: bool = False,
 ) -> tuple[LLMRequest, Submission]:
     """Both entry points start here: validate everything, then save the row (status queued).
 
@@ -339,6 +346,8 @@ def _accept(
                 use_batch=use_batch,
                 idempotency_key=idempotency_key,
                 idempotency_fingerprint=fingerprint,
+                api_token=api_token,
+                live_events=live_events,
             )
     except IntegrityError:
         if idempotency_key is None:
@@ -359,6 +368,8 @@ def submit_request(
     response_cache_shared: bool = False,
     batch: bool = False,
     idempotency_key: str | None = None,
+    api_token: ApiToken | None = None,
+    live_events: bool = False,
     **params: Unpack[MessageParams],
 ) -> LLMRequest:
     """Queue one Messages call and return its row at once (status ``queued``).
@@ -373,6 +384,10 @@ def submit_request(
     sends the same key each time and gets the one request it names, marked ``replayed``, in
     whatever state it is now (QuotaExceeded again if it was rejected); the same key with a
     different submission raises IdempotencyKeyReused.
+
+    ``api_token``: the gateway key the caller presented, kept on the row. ``live_events``:
+    the call is streamed and its events relayed as they arrive (``queueing.relay``), for a
+    caller that streams the answer on.
     """
     request, submission = _accept(
         user=user,
@@ -383,6 +398,8 @@ def submit_request(
         use_batch=batch or priority in conf.batch_priority_classes(),
         params=params,
         idempotency_key=idempotency_key,
+        api_token=api_token,
+        live_events=live_events,
     )
     if request.replayed:
         if request.status == Status.REJECTED:
@@ -403,16 +420,16 @@ def submit_request(
         return request
     try:
         _schedule(request, arrival=True)
-        predicted = eta.predict_wait_s(request=request)
+        estimate = eta.estimate_wait(request=request)
     except redis.RedisError:
         log.warning(
             "Redis unavailable while scheduling request %s; the reaper will pick it up", request.pk
         )
         return request
-    if predicted is None:
-        predicted = 0.0  # a dispatcher took it before we could ask: it did not wait
-    LLMRequest.objects.filter(pk=request.pk).update(predicted_wait_s=predicted)
-    request.predicted_wait_s = predicted
+    # None: a dispatcher took it before we could ask, so it did not wait.
+    told, model = (0.0, 0.0) if estimate is None else (estimate.eta_s, estimate.model_s)
+    LLMRequest.objects.filter(pk=request.pk).update(predicted_wait_s=told, model_wait_s=model)
+    request.predicted_wait_s, request.model_wait_s = told, model
     return request
 
 
@@ -615,6 +632,7 @@ def _run_dispatched(*, request: LLMRequest, reservation: Reservation | None, dis
     model_class = catalog.model_class(request.model)
     state: dict[str, Any] = {"reservation": reservation}
     attempts: list[Attempt] = []
+    live = relay.EventRelay(request_id) if request.live_events else None
 
     def before_attempt(number: int) -> None:
         if number == 1 and state["reservation"] is not None:
@@ -627,6 +645,9 @@ def _run_dispatched(*, request: LLMRequest, reservation: Reservation | None, dis
 
     def on_attempt(attempt: Attempt) -> None:
         attempts.append(attempt)
+        if live is not None and live.started and attempt.error_type is not None:
+            # Its caller may have part of the answer already: not retried (queueing.relay).
+            raise relay.StreamInterrupted(attempt.error_type)
 
     def on_headers(status: int | None, headers: Mapping[str, str]) -> None:
         # Advisory, and it runs after a 200 was billed: a Redis hiccup here must not throw the
@@ -663,11 +684,15 @@ def _run_dispatched(*, request: LLMRequest, reservation: Reservation | None, dis
                 on_attempt=on_attempt,
                 on_response_headers=on_headers,
                 client_request_id=_client_request_id(request_id, dispatch),
+                stream=live is not None,
+                on_event=None if live is None else live.publish,
             )
             # Billed: journal it at once, before anything that may wait — a CPU slot, the
             # database — so a worker killed from here on loses nothing (see queueing.journal).
             journal.remember(request_id=request_id, dispatch=dispatch, result=result)
     except ClaudeCallError as error:
+        if live is not None:
+            live.fail(error_type=error.last_error_type or "api_error", message=str(error))
         _finish_failed(
             request=request,
             dispatch=dispatch,
@@ -676,6 +701,24 @@ def _run_dispatched(*, request: LLMRequest, reservation: Reservation | None, dis
             attempts=tuple(error.attempt_log),
             last_status=error.last_status,
             request_id=error.request_id,
+            reservation=state["reservation"],
+        )
+    except relay.StreamInterrupted:
+        last = attempts[-1]
+        message = (
+            f"the stream was interrupted after it began ({last.error_type}); not retried, "
+            "since the caller had already received part of it"
+        )
+        if live is not None:
+            live.fail(error_type=last.error_type or "api_error", message=message)
+        _finish_failed(
+            request=request,
+            dispatch=dispatch,
+            error_type=last.error_type or "error",
+            message=message,
+            attempts=tuple(attempts),
+            last_status=last.status,
+            request_id=last.request_id,
             reservation=state["reservation"],
         )
     else:
@@ -803,6 +846,7 @@ def _result_json(result: MessageResult, cost_usd: Decimal) -> dict[str, Any]:
             "service_tier": usage.service_tier,
         },
         "cost_usd": str(cost_usd),
+        "message": dict(result.envelope),
     }
 
 

@@ -15,6 +15,7 @@ from llm_calls.validation import InvalidRequest
 from queueing import api, eta, selectors, services
 from queueing.forms import SubmitForm
 from queueing.overview import queue_overview
+from ratelimit_project.api_errors import error
 
 
 @login_required
@@ -100,11 +101,11 @@ def staff_queue_data(request: HttpRequest) -> HttpResponse:
     API token; the API's JSON errors: 401 signed out, 403 not staff, 503 while Redis is
     unreachable)."""
     if not request.user.is_staff:
-        return api.error(403, "permission_error", "staff only")
+        return error(403, "permission_error", "staff only")
     try:
         overview = queue_overview(detail=True)
     except redis.RedisError:
-        response = api.error(503, "service_unavailable", eta.QUEUE_UNAVAILABLE)
+        response = error(503, "service_unavailable", eta.QUEUE_UNAVAILABLE)
         response["Retry-After"] = str(api.OUTAGE_RETRY_AFTER_S)
         return response
     return JsonResponse(overview)

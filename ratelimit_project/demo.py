@@ -8,14 +8,17 @@
    (``demo_data_ensure``: 3 organizations, 21 users with quotas, an admin);
 2. starts the Anthropic emulator with the configured limits, realistic latency and a few faults,
    one worker host with the documented command (``manage.py llm_worker --threads 64``) and the
-   web server (``manage.py runserver --noreload``), recording every pid in ``var/demo/pids.json``;
-3. offers traffic at twice the configured per-minute limit for ``--duration`` seconds through
-   ``queueing.services.submit_request`` — 21 users of 3 organizations, mixed priorities, several
-   sessions each (some multi-turn), all sharing one large system prompt and tool schema — while a
-   progress bar and a summary line refresh every second; then waits (bounded) for the queue to
-   drain and prints the final summary;
+   web server (``manage.py serve``: pages, JSON API and the Anthropic-compatible endpoint),
+   recording every pid in ``var/demo/pids.json``;
+3. offers traffic at twice the configured per-minute limit for ``--duration`` seconds — 21 users
+   of 3 organizations through ``queueing.services.submit_request``, mixed priorities, several
+   sessions each (some multi-turn), and a helpdesk app calling ``/v1/messages`` with the
+   official SDK (``demo_helpdesk``), all sharing one large system prompt and tool schema —
+   while a progress bar and a summary line refresh every second; then waits (bounded) for the
+   queue to drain and prints the final summary;
 4. keeps everything up, prints the URLs and logins, and stops all it started on Ctrl-C (or
-   ``python manage.py demo --stop`` / ``make stop`` from another terminal).
+   ``python manage.py demo --stop`` / ``make stop`` from another terminal). With
+   ``--no-serve`` it stops once the traffic has drained.
 
 ``--real`` (with ``ANTHROPIC_API_KEY`` set) skips the emulator and sends a small capped workload
 to the real API. Without ``--real`` no request ever leaves the machine.
@@ -61,9 +64,11 @@ from llm_calls.emulator.process import EmulatorProcess
 from llm_calls.params import MessageParams
 from llm_calls.tokens import estimate_input_tokens
 from llm_calls.validation import InvalidRequest
+from organizations.models import Membership, Organization
 from queueing import conf as queue_conf
 from queueing import services as queue_services
-from queueing.models import LLMRequest, Membership, Organization, Quota, QuotaAlert
+from queueing.models import LLMRequest, Quota, QuotaAlert
+from ratelimit_project import demo_helpdesk
 from ratelimit_project import redis as project_redis
 from usage import pricing
 from usage import services as usage_services
@@ -90,6 +95,9 @@ DEFAULT_PORT = 8000
 # Any non-empty key works with the emulator; this one says "demo" in the emulator's ledger.
 EMULATOR_API_KEY = "sk-ant-demo-emulator"
 PRIORITY_MIX = (("approval", 0.10), ("interactive", 0.30), ("query", 0.40), ("bulk", 0.20))
+# Of the queued (non-bulk) traffic, the share the helpdesk app sends through the gateway's
+# Anthropic-compatible endpoint with the official SDK; half of it streams.
+ENDPOINT_SHARE = 0.2
 MAX_TURNS = 4
 
 
@@ -549,6 +557,7 @@ class DemoStack:
         self.emulator: EmulatorProcess | None = None
         self.redis_owned = False
         self.port: int | None = None
+        self.app: demo_helpdesk.HelpdeskApp | None = None
         self.pids = pid_file()
         self.limits = queue_conf.ConfiguredLimits(**DEMO_LIMITS)
         self.emulator_config: dict[str, Any] = {
@@ -644,8 +653,8 @@ class DemoStack:
             self.out.write(f"Port {preferred} is busy; the web server uses {self.port}.\n")
         self._spawn(
             "web",
-            "runserver",
-            ["runserver", f"127.0.0.1:{self.port}", "--noreload"],
+            "manage.py serve",
+            ["serve", "--host", "127.0.0.1", "--port", str(self.port)],
             "web.log",
         )
         base = f"http://127.0.0.1:{self.port}"
@@ -667,6 +676,8 @@ class DemoStack:
 
     def stop(self) -> None:
         """Workers first (they finish in-flight calls), then the web server, emulator, Redis."""
+        if self.app is not None:
+            self.app.close(wait=False)
         in_flight = True
         with contextlib.suppress(Exception):  # no database answer: assume calls are running
             in_flight = LLMRequest.objects.filter(
@@ -717,9 +728,18 @@ class Traffic:
     the queued (non-bulk) calls, bulk on top (it goes through Message Batches).
     """
 
-    def __init__(self, *, options: DemoOptions, rpm: int, users: list[Any], real: bool) -> None:
+    def __init__(
+        self,
+        *,
+        options: DemoOptions,
+        rpm: int,
+        users: list[Any],
+        real: bool,
+        app: demo_helpdesk.HelpdeskApp | None = None,
+    ) -> None:
         self.rng = random.Random(options.seed)
         self.real = real
+        self.app = app
         self.users = users
         self.weights = [_activity(u.username) for u in users]
         self.system = handbook_prompt()
@@ -796,8 +816,11 @@ class Traffic:
         else:
             user_index = self.rng.choices(range(len(self.users)), weights=self.weights)[0]
         user = self.users[user_index]
-        session = self._session_for(user_index)
         priority = self._priority()
+        if self.app is not None and priority != "bulk" and self.rng.random() < ENDPOINT_SHARE:
+            self._send_through_endpoint(self.app, priority)
+            return
+        session = self._session_for(user_index)
         text = self.rng.choice(FOLLOW_UPS) if session.history else self._question(priority)
         if self.real:
             max_tokens = REAL_MAX_TOKENS
@@ -838,6 +861,27 @@ class Traffic:
         self.counters.submitted += 1
         session.history = messages
         session.pending = row.pk
+
+    def _send_through_endpoint(self, app: demo_helpdesk.HelpdeskApp, priority: str) -> None:
+        """One helpdesk question, sent by the app with the official SDK (single-turn)."""
+        text = self._question(priority) + (
+            f" [[emulator:output_tokens={self.rng.randint(30, 100)}]]"
+            f" [[emulator:thinking_tokens={self.rng.randint(0, 40)}]]"
+        )
+        model = EMULATOR_SECOND_MODEL if self.rng.random() < 0.15 else EMULATOR_MODEL
+        app.send(
+            params={
+                "model": model,
+                "messages": [{"role": "user", "content": text}],
+                "max_tokens": MAX_TOKENS,
+                "system": self.system,
+                "tools": self.tools,
+            },
+            priority=priority,
+            session_id=f"helpdesk-{self.run_tag}-{self.rng.randint(1, 4)}",
+            stream=self.rng.random() < 0.5,
+        )
+        self.counters.submitted += 1
 
     def collect_answers(self) -> None:
         """Give each waiting session its answer (so the next turn can carry it), or close it."""
@@ -992,6 +1036,20 @@ def submitted_text(stats: RunStats, *, by_traffic: int) -> str:
         f"{stats.submitted} submitted ({by_traffic} by the demo's traffic, {others} from the "
         "web page or API)"
     )
+
+
+def endpoint_summary(app: demo_helpdesk.HelpdeskApp) -> str:
+    """What the helpdesk app saw through the endpoint (its requests are in the summary too)."""
+    line = (
+        f"Anthropic-compatible endpoint: {app.sent} calls from the helpdesk app with the "
+        f"official SDK ({app.streamed} streamed), {app.refused} refused by a quota, "
+        f"{app.errors} client errors"
+    )
+    if app.in_flight:
+        line += f", {app.in_flight} still waiting"
+    if app.error_samples:
+        line += "; first: " + app.error_samples[0]
+    return line + "."
 
 
 def _progress_bar(fraction: float, width: int = 30) -> str:
@@ -1199,14 +1257,19 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
         f"Worker host: python manage.py llm_worker --threads {options.threads} "
         f"(log: {demo_dir() / 'worker.log'}).\n"
     )
-    base: str | None = None
+    # Always up during the traffic: part of it goes through the Anthropic-compatible endpoint.
+    base = stack.start_web()
+    out.write(f"Web server: python manage.py serve at {base}  (log: {demo_dir() / 'web.log'})\n")
     if options.serve:
-        base = stack.start_web()
         out.write(
-            f"Web server: {base}  (log: {demo_dir() / 'web.log'})\n"
             f"  Watch the queue live: {base}/queue/staff/ (as {ADMIN_USERNAME} / "
             f"{logins.admin_password}) or {base}/queue/ (as alice / {logins.user_password})\n"
         )
+    app: demo_helpdesk.HelpdeskApp | None = None
+    if not options.real:
+        key = demo_helpdesk.app_key(organization=ORGANIZATIONS[0].name)
+        app = demo_helpdesk.HelpdeskApp(base_url=base, key=key)
+        stack.app = app
     out.flush()
     # Traffic starts when the worker host takes work: a queue that nothing drains for its first
     # seconds (Django start-up) would make every early wait, and every estimate of it, about
@@ -1219,7 +1282,9 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
         return
 
     users = list(user_model.objects.filter(username__in=DEMO_USERNAMES).order_by("username"))
-    traffic = Traffic(options=options, rpm=stack.limits.rpm, users=users, real=options.real)
+    traffic = Traffic(
+        options=options, rpm=stack.limits.rpm, users=users, real=options.real, app=app
+    )
     if not options.real:
         body_tokens = estimate_input_tokens(
             {
@@ -1233,7 +1298,9 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
             f"Traffic: {len(users)} users in {len(ORGANIZATIONS)} organizations for "
             f"{options.duration_s:g} s, {traffic.queued_per_min:.0f} queued requests/min = "
             f"{OFFERED_LOAD_FACTOR:g}x the {stack.limits.rpm} RPM limit (+ bulk via Message "
-            f"Batches); shared system prompt + tool schema ~{body_tokens:,} tokens.\n"
+            f"Batches); shared system prompt + tool schema ~{body_tokens:,} tokens; "
+            f"{ENDPOINT_SHARE:.0%} of it from a helpdesk app calling {base}/v1/messages with the "
+            "official SDK.\n"
         )
     out.flush()
 
@@ -1265,9 +1332,16 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
         by_traffic=traffic.counters.submitted,
         serving=options.serve and not stop.is_set(),
     )
+    if app is not None:
+        out.write(endpoint_summary(app) + "\n")
     if stop.is_set():
         return
-    if options.serve and base is not None:
+    if options.serve:
+        if app is not None:
+            out.write(
+                "Call the Anthropic-compatible endpoint yourself (the helpdesk app's key):\n"
+                f"  export ANTHROPIC_BASE_URL={base} ANTHROPIC_API_KEY={app.key}\n"
+            )
         _print_urls(out=out, base=base, logins=logins)
         while not stop.wait(1.0):
             dead = stack.dead_children()
@@ -1359,7 +1433,8 @@ def _drain(
                 *summary_parts(stats),
             ]
         )
-        if stats.pending == 0 or elapsed >= bound:
+        app_busy = traffic.app is not None and traffic.app.in_flight > 0
+        if (stats.pending == 0 and not app_busy) or elapsed >= bound:
             break
         stop.wait(1.0)
     display.done()

@@ -2,6 +2,8 @@
 
 Nothing here needs a service to be installed: SQLite under ``var/`` unless ``DATABASE_URL`` is
 set, and an embedded real Redis (see ``ratelimit_project.redis``) unless ``REDIS_URL`` is set.
+With ``DJANGO_DEBUG=0`` those two defaults are refused unless asked for by name (README,
+"Production settings").
 """
 
 import json
@@ -63,6 +65,24 @@ ALLOWED_HOSTS = [
 ]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
+# HTTPS: all off unless the environment turns them on (README, "Production settings"), so
+# development, tests and the benchmarks' plain-HTTP loopback servers keep working as they are.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Load balancers and orchestrators probe these over plain HTTP: never redirect them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# Behind a proxy that terminates TLS: the header it sets to "https", e.g. X-Forwarded-Proto.
+# Only set it when that proxy always sets (or strips) the header: clients could forge it.
+if os.environ.get("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + os.environ["SECURE_PROXY_SSL_HEADER"].strip().upper().replace("-", "_"),
+        "https",
+    )
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -73,8 +93,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_rq",
     "llm_calls",
+    "organizations",
     "usage",
     "queueing",
+    "gateway",
 ]
 
 MIDDLEWARE = [
@@ -122,6 +144,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests run worker threads beside the test: they need a real file (WAL, busy timeout), not
     # a shared-cache in-memory database. One file per process, so parallel runs never collide.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database host that does not answer fails a connection (and /readyz) in seconds, not
+    # after the operating system's TCP timeout; a connect_timeout in DATABASE_URL wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DB_CONNECT_TIMEOUT_S", 5)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -164,6 +192,33 @@ LLM_RETRY_TOTAL_CAP_S = env_float("LLM_RETRY_TOTAL_CAP_S", 120.0)
 EMBEDDED_REDIS_DIR = VAR_DIR / "redis"
 EMBEDDED_REDIS = not os.environ.get("REDIS_URL")
 REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EMBEDDED_REDIS_DIR / 'redis.sock'}"
+
+# The embedded Redis and SQLite belong to one machine: machines of one deployment left on them
+# would each run their own limiter, queue and database, and nothing would say so. With DEBUG off
+# the settings refuse them unless the operator asks for them by name (a single-machine install).
+GATEWAY_ALLOW_EMBEDDED_REDIS = env_bool("GATEWAY_ALLOW_EMBEDDED_REDIS", False)
+GATEWAY_ALLOW_SQLITE = env_bool("GATEWAY_ALLOW_SQLITE", False)
+if not DEBUG:
+    _refused: list[str] = []
+    if EMBEDDED_REDIS and not GATEWAY_ALLOW_EMBEDDED_REDIS:
+        _refused.append(
+            "REDIS_URL is not set, so this machine would start an embedded Redis of its own (its "
+            "own rate limiter and queue). Set REDIS_URL (e.g. redis://redis-host:6379/0) to the "
+            "Redis every machine shares, or GATEWAY_ALLOW_EMBEDDED_REDIS=1 on a single-machine "
+            "install."
+        )
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and not GATEWAY_ALLOW_SQLITE:
+        _sqlite = (
+            "DATABASE_URL names a SQLite file, which only this machine can use"
+            if os.environ.get("DATABASE_URL")
+            else "DATABASE_URL is not set, so this machine would use a SQLite file of its own"
+        )
+        _refused.append(
+            f"{_sqlite}. Set DATABASE_URL (e.g. postgres://user:pass@db-host:5432/gateway) to the "
+            "database every machine shares, or GATEWAY_ALLOW_SQLITE=1 on a single-machine install."
+        )
+    if _refused:
+        raise ImproperlyConfigured("DJANGO_DEBUG is off: refusing to start. " + " ".join(_refused))
 
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900},

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from queueing import api
+from ratelimit_project import probes
 from usage.metrics import metrics_view
 
 urlpatterns = [
@@ -12,6 +13,8 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("usage/", include("usage.urls")),
     path("metrics", metrics_view, name="metrics"),
+    path("healthz", probes.healthz, name="healthz"),
+    path("readyz", probes.readyz, name="readyz"),
     path("", include("queueing.urls")),
     # Last, so every real endpoint matches first: whatever else is asked for under an API
     # prefix answers the API's JSON 404, not Django's HTML page (the HTML pages keep theirs).

@@ -1,8 +1,11 @@
-"""The layering DESIGN.md promises, checked on the source itself.
+"""The layering DESIGN.md promises (README, "Architecture"), checked on the source itself.
 
-queueing (policy) → llm_calls (transport) and usage (accounting); llm_calls imports neither;
-the emulator imports none of the apps; only queueing calls llm_calls' send function, which is
-how "no call bypasses the limiter and tracking" stays true.
+gateway (the Anthropic-compatible endpoint, which nothing imports) → queueing (policy) →
+llm_calls (transport) and usage (accounting); below both, organizations
+(Organization, Membership), which imports none of the other apps; llm_calls imports neither
+usage nor queueing; usage imports no queueing; queueing/models.py does not import the limiter
+(which reads it); the emulator imports none of the apps; only queueing calls llm_calls' send
+function, which is how "no call bypasses the limiter and tracking" stays true.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("llm_calls", "usage", "queueing", "ratelimit_project")
+APPS = ("llm_calls", "organizations", "usage", "queueing", "gateway", "ratelimit_project")
 
 
 def python_files(*dirs: str) -> list[Path]:
@@ -39,6 +42,35 @@ def top_packages(path: Path) -> set[str]:
 @pytest.mark.parametrize("path", python_files("llm_calls"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_transport_imports_neither_usage_nor_queueing(path: Path) -> None:
     assert not top_packages(path) & {"usage", "queueing"}
+
+
+@pytest.mark.parametrize(
+    "path", python_files("organizations"), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_organizations_import_none_of_the_apps_above(path: Path) -> None:
+    """The bottom of the house: queueing and usage both point to its models."""
+    assert not top_packages(path) & {"usage", "queueing", "llm_calls", "ratelimit_project"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    python_files("llm_calls", "organizations", "usage", "queueing"),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_nothing_below_the_endpoint_imports_it(path: Path) -> None:
+    """The Anthropic-compatible endpoint is the top of the house: only the ASGI entry point
+    (``ratelimit_project/asgi.py``) mounts it."""
+    assert "gateway" not in top_packages(path)
+
+
+@pytest.mark.parametrize("path", python_files("usage"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_accounting_imports_no_queueing(path: Path) -> None:
+    assert "queueing" not in top_packages(path)
+
+
+def test_queueing_models_do_not_import_the_limiter() -> None:
+    """The limiter reads the models; the override receiver is connected in AppConfig.ready()."""
+    assert "queueing.limiter" not in imported_modules(ROOT / "queueing" / "models.py")
 
 
 @pytest.mark.parametrize(
@@ -72,7 +104,9 @@ def test_only_queueing_calls_send_message() -> None:
     itself, under ratelimit_project/loadtest, may)."""
     callers = [
         str(path.relative_to(ROOT))
-        for path in python_files("llm_calls", "usage", "ratelimit_project")
+        for path in python_files(
+            "llm_calls", "organizations", "usage", "gateway", "ratelimit_project"
+        )
         if path != ROOT / "llm_calls" / "services.py"
         and not path.is_relative_to(ROOT / "ratelimit_project" / "loadtest")
         and uses_send_message(path)

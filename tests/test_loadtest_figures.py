@@ -85,7 +85,7 @@ def test_eta_score_counts_short_waits_apart_and_unpredicted_ones_as_missing() ->
     from ratelimit_project.loadtest.eta import _score
 
     def outcome(predicted: float | None, actual: float | None) -> backlog.Outcome:
-        item = backlog.Submitted(1, "u", "query", 0.0, 100, 0, predicted)
+        item = backlog.Submitted(1, "u", "query", 0.0, 100, 0, predicted, predicted)
         dispatched = None if actual is None else 100.0 + actual
         return backlog.Outcome(item, "succeeded", 100.0, dispatched, 0)
 

@@ -228,7 +228,7 @@ class AuditLog(models.Model):
         db_index=False,  # covered by (user, occurred_at)
     )
     organization = models.ForeignKey(
-        "queueing.Organization",
+        "organizations.Organization",
         null=True,
         blank=True,
         on_delete=models.PROTECT,
@@ -470,7 +470,7 @@ class UsageDaily(UsageCounters):
         db_index=False,  # covered by (user, day)
     )
     organization = models.ForeignKey(
-        "queueing.Organization",
+        "organizations.Organization",
         null=True,
         blank=True,
         on_delete=models.CASCADE,
@@ -540,7 +540,7 @@ class SessionUsage(UsageCounters):
         db_index=False,  # covered by (user, last_at)
     )
     organization = models.ForeignKey(
-        "queueing.Organization",
+        "organizations.Organization",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
@@ -575,7 +575,7 @@ class OrganizationUsageDaily(UsageCounters):
 
     day = models.DateField()
     organization = models.ForeignKey(
-        "queueing.Organization",
+        "organizations.Organization",
         null=True,
         blank=True,
         on_delete=models.CASCADE,

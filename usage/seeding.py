@@ -27,6 +27,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
+from organizations.models import Membership, Organization
 from usage import pricing, services
 from usage.models import (
     AuditLog,
@@ -140,8 +141,6 @@ def clear_usage() -> None:
 
 def _ensure_people(n_users: int) -> list[tuple[int, int]]:
     """(user id, organization id) for ``n_users`` seed users, creating what is missing."""
-    from queueing.models import Membership, Organization  # usage must not import queueing early
-
     user_model = get_user_model()
     n_orgs = max(1, math.ceil(n_users / USERS_PER_ORG))
     names = [f"{ORG_PREFIX}{i:03d}" for i in range(n_orgs)]

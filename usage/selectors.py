@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from django.contrib.auth import get_user_model
 from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet, Sum
 
+from organizations.models import Organization
 from usage.forms import DateRange
 from usage.models import (
     AuditLog,
@@ -642,8 +643,6 @@ class OrgUsage:
 def orgs_usage(*, date_range: DateRange) -> list[OrgUsage]:
     """Per-organization totals (calls of users without an organization under "(none)"), by
     cost, dearest first."""
-    from queueing.models import Organization  # usage must not import queueing at load time
-
     rows = list(
         OrganizationUsageDaily.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
         .values("organization_id")

@@ -2,15 +2,19 @@
 
 Access: every view needs a login; a user sees only their own data — another user's data
 answers 404, exactly like data that does not exist — and staff see everyone's.
-Every JSON endpoint also answers ``?format=csv`` (streamed) for billing.
+Every JSON endpoint also answers ``?format=csv`` (streamed) for billing. The JSON endpoints
+(``json_endpoint``) take GET and HEAD and answer every refusal in the JSON API's error shape
+(``ratelimit_project.api_errors``): 400 / 401 / 403 / 404 / 405, never a login redirect or an
+HTML page; the pages and the audit CSV export keep the login redirect and Django's pages.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
+from functools import wraps
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -27,9 +31,11 @@ from django.http import (
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 
 from llm_calls import caching as caching_stats
 from llm_calls.types import Usage
+from ratelimit_project import api_errors
 from usage import pricing, selectors, services
 from usage.csv_safety import csv_cell
 from usage.forms import DateRange, FilterError, parse_choice, parse_date_range, parse_page
@@ -129,8 +135,41 @@ def _bad_filter_page(request: HttpRequest, error: FilterError) -> HttpResponse:
     return render(request, "usage/filter_error.html", {"error": str(error)}, status=400)
 
 
-def _bad_filter_json(error: FilterError) -> JsonResponse:
-    return JsonResponse({"error": str(error)}, status=400)
+def _bad_filter_json(problem: FilterError) -> JsonResponse:
+    return api_errors.error(400, "invalid_request", str(problem))
+
+
+JSON_METHODS = ("GET", "HEAD")
+JsonView = Callable[..., HttpResponseBase]
+
+
+def json_endpoint(view: JsonView) -> JsonView:
+    """A usage JSON endpoint (its ``?format=csv`` too): read-only, for a logged-in session, and
+    every refusal in the JSON API's shape — 405 with ``Allow`` for another method, 401 signed
+    out, and the views' own ``FilterError`` (400), ``PermissionDenied`` (403) and ``Http404``
+    (404). API tokens are not accepted here (only ``/api/`` takes them)."""
+
+    @csrf_exempt  # it takes only GET and HEAD, which change nothing: a POST gets the JSON 405,
+    @wraps(view)  # not Django's HTML CSRF page
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.method not in JSON_METHODS:
+            return api_errors.method_not_allowed(JSON_METHODS)
+        if not request.user.is_authenticated:
+            return api_errors.error(
+                401,
+                "authentication_error",
+                "log in first (the usage API takes a browser session, not an API token)",
+            )
+        try:
+            return view(request, *args, **kwargs)
+        except FilterError as problem:
+            return _bad_filter_json(problem)
+        except PermissionDenied as denied:
+            return api_errors.error(403, "permission_error", str(denied) or "permission denied")
+        except Http404 as missing:
+            return api_errors.error(404, "not_found", str(missing) or "not found")
+
+    return wrapper
 
 
 def _page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
@@ -371,13 +410,10 @@ def caching(request: HttpRequest) -> HttpResponse:
 # --- JSON (and CSV) ------------------------------------------------------------------------------
 
 
-@login_required
+@json_endpoint
 def summary_json(request: HttpRequest) -> HttpResponseBase:
-    try:
-        date_range = _date_range(request)
-        subject_id = _subject_user_id(request, request.GET.get("user"))
-    except FilterError as error:
-        return _bad_filter_json(error)
+    date_range = _date_range(request)
+    subject_id = _subject_user_id(request, request.GET.get("user"))
     totals = selectors.usage_summary(user_id=subject_id, date_range=date_range).as_dict()
     if _wants_csv(request):
         return csv_response(
@@ -388,26 +424,20 @@ def summary_json(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse({"range": _range_dict(date_range), "user_id": subject_id, "totals": totals})
 
 
-@login_required
+@json_endpoint
 def daily_json(request: HttpRequest) -> HttpResponseBase:
-    try:
-        date_range = _date_range(request)
-        subject_id = _subject_user_id(request, request.GET.get("user"))
-    except FilterError as error:
-        return _bad_filter_json(error)
+    date_range = _date_range(request)
+    subject_id = _subject_user_id(request, request.GET.get("user"))
     days = [d.as_dict() for d in selectors.usage_by_day(user_id=subject_id, date_range=date_range)]
     if _wants_csv(request):
         return csv_response(filename="usage-daily.csv", header=("day", *TOTALS_COLUMNS), rows=days)
     return JsonResponse({"range": _range_dict(date_range), "user_id": subject_id, "days": days})
 
 
-@login_required
+@json_endpoint
 def models_json(request: HttpRequest) -> HttpResponseBase:
-    try:
-        date_range = _date_range(request)
-        subject_id = _subject_user_id(request, request.GET.get("user"))
-    except FilterError as error:
-        return _bad_filter_json(error)
+    date_range = _date_range(request)
+    subject_id = _subject_user_id(request, request.GET.get("user"))
     models = [
         m.as_dict() for m in selectors.usage_by_model(user_id=subject_id, date_range=date_range)
     ]
@@ -421,16 +451,13 @@ def models_json(request: HttpRequest) -> HttpResponseBase:
 SESSION_COLUMNS = ("session_id", "user_id", "first_at", "last_at", *TOTALS_COLUMNS)
 
 
-@login_required
+@json_endpoint
 def sessions_json(request: HttpRequest) -> HttpResponseBase:
-    try:
-        date_range = _date_range(request)
-        subject_id = _subject_user_id(request, request.GET.get("user"))
-        page = parse_page(params=request.GET)
-    except FilterError as error:
-        return _bad_filter_json(error)
+    date_range = _date_range(request)
+    subject_id = _subject_user_id(request, request.GET.get("user"))
+    page = parse_page(params=request.GET)
     if subject_id is None:
-        return _bad_filter_json(FilterError("Sessions are listed per user; give user=<id>."))
+        raise FilterError("Sessions are listed per user; give user=<id>.")
     if _wants_csv(request):
         rows = (
             s.as_dict()
@@ -453,12 +480,9 @@ def sessions_json(request: HttpRequest) -> HttpResponseBase:
 CALL_COLUMNS = selectors.CALL_COLUMNS
 
 
-@login_required
+@json_endpoint
 def session_calls_json(request: HttpRequest, session_id: str) -> HttpResponseBase:
-    try:
-        owner_id = _subject_user_id(request, request.GET.get("user"))
-    except FilterError as error:
-        return _bad_filter_json(error)
+    owner_id = _subject_user_id(request, request.GET.get("user"))
     # ?user=all means "the system's session" (no user) here; only staff get that far.
     session = selectors.session_for_user(user_id=owner_id, session_id=session_id)
     if session is None:
@@ -469,10 +493,7 @@ def session_calls_json(request: HttpRequest, session_id: str) -> HttpResponseBas
             for c in selectors.iter_session_calls(user_id=owner_id, session_id=session_id)
         )
         return csv_response(filename="session-calls.csv", header=CALL_COLUMNS, rows=rows)
-    try:
-        page = parse_page(params=request.GET)
-    except FilterError as error:
-        return _bad_filter_json(error)
+    page = parse_page(params=request.GET)
     per_page = selectors.SESSION_CALLS_LIMIT
     calls = selectors.session_calls(
         user_id=owner_id, session_id=session_id, limit=per_page, offset=(page - 1) * per_page
@@ -490,13 +511,10 @@ def session_calls_json(request: HttpRequest, session_id: str) -> HttpResponseBas
 USER_COLUMNS = ("user_id", "username", *TOTALS_COLUMNS)
 
 
-@login_required
+@json_endpoint
 def users_json(request: HttpRequest) -> HttpResponseBase:
     _require_staff(request)
-    try:
-        date_range, sort, descending, page = _users_params(request)
-    except FilterError as error:
-        return _bad_filter_json(error)
+    date_range, sort, descending, page = _users_params(request)
     if _wants_csv(request):
         rows = (u.as_dict() for u in selectors.iter_users(date_range=date_range, sort=sort))
         return csv_response(filename="usage-users.csv", header=USER_COLUMNS, rows=rows)
@@ -516,13 +534,10 @@ def users_json(request: HttpRequest) -> HttpResponseBase:
 ORG_COLUMNS = ("organization_id", "name", *TOTALS_COLUMNS)
 
 
-@login_required
+@json_endpoint
 def orgs_json(request: HttpRequest) -> HttpResponseBase:
     _require_staff(request)
-    try:
-        date_range = _date_range(request)
-    except FilterError as error:
-        return _bad_filter_json(error)
+    date_range = _date_range(request)
     orgs = [o.as_dict() for o in selectors.orgs_usage(date_range=date_range)]
     if _wants_csv(request):
         return csv_response(filename="usage-orgs.csv", header=ORG_COLUMNS, rows=orgs)

@@ -23,6 +23,9 @@ class EmulatorConfig:
     itpm: int = TIER1_ITPM
     otpm: int = TIER1_OTPM
     latency_ms: float = 0.0
+    # A streamed reply's pace: the wait before each content delta (the API streams a long
+    # answer over seconds; 0 sends every event at once).
+    stream_event_ms: float = 0.0
     fault_rate_529: float = 0.0
     fault_rate_500: float = 0.0
     fault_rate_reset: float = 0.0

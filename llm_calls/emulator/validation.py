@@ -64,19 +64,21 @@ def _is_number(value: Any) -> bool:
 
 
 def _cache_ttl(value: Any, path: str) -> str | None:
-    """The TTL of a ``cache_control`` object (only ``type`` and ``ttl`` are allowed)."""
+    """The TTL of a ``cache_control`` object (only ``type`` and ``ttl`` are allowed) of the
+    block at ``path`` ("": the body's top-level one)."""
     if value is None:
         return None
+    at = f"{path}.cache_control" if path else "cache_control"
     if not isinstance(value, dict):
-        raise invalid(f"{path}.cache_control: Input should be a valid dictionary")
+        raise invalid(f"{at}: Input should be a valid dictionary")
     if value.get("type") != "ephemeral":
-        raise invalid(f"{path}.cache_control.type: Input should be 'ephemeral'")
+        raise invalid(f"{at}.type: Input should be 'ephemeral'")
     extra = set(value) - {"type", "ttl"}
     if extra:
-        raise invalid(f"{path}.cache_control.{sorted(extra)[0]}: Extra inputs are not permitted")
+        raise invalid(f"{at}.{sorted(extra)[0]}: Extra inputs are not permitted")
     ttl = value.get("ttl", "5m")
     if ttl not in CACHE_TTLS:
-        raise invalid(f"{path}.cache_control.ttl: Input should be '5m' or '1h'")
+        raise invalid(f"{at}.ttl: Input should be '5m' or '1h'")
     return str(ttl)
 
 
@@ -395,7 +397,7 @@ def validate_request(body: Any, *, count_tokens: bool = False, in_batch: bool = 
     marks = _check_tools(body.get("tools"))
     marks += _check_system(body.get("system"))
     marks += _check_messages(body["messages"])
-    _check_breakpoints(marks, _cache_ttl(body.get("cache_control"), "body"))
+    _check_breakpoints(marks, _cache_ttl(body.get("cache_control"), ""))
     _check_sampling(body)
     if "stop_sequences" in body and (
         not isinstance(body["stop_sequences"], list)

@@ -1,6 +1,7 @@
 -- Admit a request only if ALL of RPM, ITPM and OTPM hold its amounts, and reserve them.
 -- ARGV[5..7] = requests, input tokens, output tokens; ARGV[8] = reservation TTL s;
--- ARGV[9] = bucket TTL s; ARGV[10..12] = headroom per bucket as a fraction of its capacity.
+-- ARGV[9] = bucket TTL s; ARGV[10..12] = headroom per bucket as a fraction of its capacity
+-- (RPM's rounded down to whole requests).
 -- Headroom: a bucket must keep that much ABOVE the amount to admit (nothing extra is taken).
 -- It absorbs estimate errors of the calls in flight, whose real charge the server already knows
 -- and we do not yet; under saturation it costs no throughput (the level just hovers above it).
@@ -22,7 +23,12 @@ end
 for n = 1, 3 do
   if lim[n] > 0 then
     local cap = lim[n] * MICRO
-    local target = math.min(need[n] + math.floor(cap * tonumber(ARGV[n + 9])), cap)
+    local headroom = math.floor(cap * tonumber(ARGV[n + 9]))
+    if n == 1 then
+      -- Requests are whole: a fraction of one would refuse the last request of a small limit.
+      headroom = math.floor(headroom / MICRO + 1e-9) * MICRO
+    end
+    local target = math.min(need[n] + headroom, cap)
     local w = wait_for(levels[n], target, lim[n])
     if w > wait then
       wait, binding = w, NAMES[n]

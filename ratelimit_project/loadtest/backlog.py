@@ -26,9 +26,10 @@ from django.contrib.auth.models import User
 
 from llm_calls import catalog
 from llm_calls.params import MessageParams
+from organizations.models import Membership, Organization
 from queueing import conf, services
 from queueing.limiter import get_limiter
-from queueing.models import LLMRequest, Membership, Organization
+from queueing.models import LLMRequest
 from ratelimit_project.loadtest.stack import Stack
 
 # Every scenario runs on today's default model and counts in its rate-limit bucket.
@@ -137,7 +138,8 @@ class Submitted:
     submitted_at: float  # epoch seconds
     cost: int  # the scheduler's cost: estimated input tokens + max_tokens
     own_tokens_ahead: int  # cost of this stream's requests still queued ahead of it
-    predicted_wait_s: float | None
+    predicted_wait_s: float | None  # what the submitter was told
+    model_wait_s: float | None  # the queue model's figure before its calibration
     baseline_wait_s: float | None = None  # a scenario's own comparison model, if any
 
 
@@ -227,6 +229,7 @@ def submit(
         cost=row.estimated_input_tokens + row.max_tokens,
         own_tokens_ahead=own_tokens_ahead,
         predicted_wait_s=row.predicted_wait_s,
+        model_wait_s=row.model_wait_s,
         baseline_wait_s=baseline(row) if baseline is not None else None,
     )
 

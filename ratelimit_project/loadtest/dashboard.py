@@ -47,6 +47,10 @@ def _env(database_url: str, var_dir: Path) -> dict[str, str]:
         "VAR_DIR": str(var_dir),
         "DJANGO_SETTINGS_MODULE": "ratelimit_project.settings",
         "DJANGO_DEBUG": "0",
+        # One machine: the sqlite arm's processes share a file (a PostgreSQL URL ignores it),
+        # and every process uses the embedded Redis the first one started.
+        "GATEWAY_ALLOW_SQLITE": "1",
+        "GATEWAY_ALLOW_EMBEDDED_REDIS": "1",
         "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(40),
         "LOG_LEVEL": "WARNING",
     }

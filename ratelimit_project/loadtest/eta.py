@@ -56,7 +56,8 @@ drain is what puts its short window in the steady state.
 
 For each request submitted inside the measured window (``--duration`` seconds after
 ``warmup_s``; default 60 s plain, 120 s cached): predicted = ``LLMRequest.predicted_wait_s``
-(``queueing.eta.predict_wait_s`` at submit), actual = ``dispatched_at - created_at``.
+(``queueing.eta.estimate_wait`` at submit: what the user was told), actual = ``dispatched_at -
+created_at``; the model's figure before calibration (``model_wait_s``) is scored beside it.
 Percentage error |predicted - actual| / actual × 100 is computed for actual waits >=
 ``min_actual_s`` (0.5 s: relative error means nothing near zero); the others are reported apart
 by count and absolute error in seconds. The same requests are also scored with the previous,
@@ -76,7 +77,7 @@ JSON (last line of stdout, and ``--json PATH``)::
     workloads{plain{...}, cached{...}}        per workload (only those run):
         median_abs_pct_error, p90_abs_pct_error, median_signed_pct_error, requests_scored,
         excluded_count, excluded_abs_error_s{median, p90, max}, not_dispatched_or_unpredicted,
-        excluded_actual_below_s, position_only_model{same scoring keys},
+        excluded_actual_below_s, position_only_model{same scoring keys}, uncalibrated_model{same},
         actual_wait_s{p50, p90, max}, by_priority{class{scoring keys, actual_wait_p50_s}},
         limits{rpm, itpm, otpm}, config{...}, load_s, drained_itpm_tokens, submitted,
         follow_ups, generator_max_lag_s, cancelled_after_run, unsettled, rate_limit_errors,
@@ -492,6 +493,7 @@ def _measure(
             "cost": o.item.cost,
             "at": round(o.created_at - started, 3),
             "predicted": o.item.predicted_wait_s,
+            "model": o.item.model_wait_s,
             "position_only": o.item.baseline_wait_s,
             "actual": backlog.rounded(o.wait_s),
         }
@@ -502,6 +504,7 @@ def _measure(
     floor = cfg["min_actual_s"]
     scored = _score(outcomes, floor=floor, predicted=lambda o: o.item.predicted_wait_s)
     baseline = _score(outcomes, floor=floor, predicted=lambda o: o.item.baseline_wait_s)
+    uncalibrated = _score(outcomes, floor=floor, predicted=lambda o: o.item.model_wait_s)
     actual_waits = [o.wait_s for o in outcomes if o.wait_s is not None]
     by_priority = {}
     for priority in sorted({o.item.priority for o in outcomes}):
@@ -516,6 +519,7 @@ def _measure(
         **scored,
         "excluded_actual_below_s": floor,
         "position_only_model": baseline,
+        "uncalibrated_model": uncalibrated,
         "actual_wait_s": {
             "p50": backlog.rounded(backlog.percentile(actual_waits, 50)),
             "p90": backlog.rounded(backlog.percentile(actual_waits, 90)),
@@ -589,7 +593,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         "runtime_s": round(time.monotonic() - began, 1),
         "notes": (
             "Top-level median/p90 are the worst of the workloads run (worst_workload says "
-            "which). predicted = predicted_wait_s stored at submit (queueing.eta.predict_wait_s); "
+            "which). predicted = predicted_wait_s stored at submit (queueing.eta.estimate_wait: "
+            "the queue model corrected by its class's learned bias); uncalibrated_model scores "
+            "the model's own figure (model_wait_s) on the same requests; "
             "actual = dispatched_at - created_at. Percent errors only for actual >= "
             "excluded_actual_below_s; the rest are counted in excluded_count with their absolute "
             "error in seconds. Signed error > 0 means the prediction was too long. "

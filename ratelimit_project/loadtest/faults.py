@@ -56,9 +56,10 @@ from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, conne
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from organizations.models import Membership, Organization
 from queueing import journal, services
 from queueing.auth import api_token_create
-from queueing.models import LLMRequest, Membership, Organization
+from queueing.models import LLMRequest
 from ratelimit_project import redis as project_redis
 from ratelimit_project.loadtest.backlog import MODEL, MODEL_CLASS
 from ratelimit_project.loadtest.stack import Stack

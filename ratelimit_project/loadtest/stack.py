@@ -124,6 +124,8 @@ class Stack:
         if not self.debug:
             env.setdefault("DJANGO_DEBUG", "0")
             env.setdefault("SECRET_KEY", "loadtest-only-" + self.redis.url)
+            # One machine: its processes share one SQLite file unless DATABASE_URL is set.
+            env.setdefault("GATEWAY_ALLOW_SQLITE", "1")
         env.pop(CHILD_FLAG, None)
         return env
 
@@ -293,7 +295,7 @@ def make_users(*, count: int, prefix: str = "bench") -> list[Any]:
     """``count`` active users, members of one organization ``<prefix>-org``, no quotas."""
     from django.contrib.auth.models import User
 
-    from queueing.models import Membership, Organization
+    from organizations.models import Membership, Organization
 
     org, _ = Organization.objects.get_or_create(name=f"{prefix}-org")
     users = []

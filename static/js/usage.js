@@ -27,7 +27,11 @@
         .then(function (response) {
           if (!response.ok) {
             return response.json().then(
-              function (body) { throw new Error(body.error || response.statusText); },
+              function (body) {
+                // the JSON API's error shape: {"error": {"type", "message"}}
+                var error = body && body.error;
+                throw new Error((error && error.message) || response.statusText);
+              },
               function () { throw new Error(response.status + " " + response.statusText); }
             );
           }

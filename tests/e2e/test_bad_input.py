@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from django.test import Client
+from django.utils.html import escape
 
 from llm_calls.emulator.process import EmulatorProcess
 from llm_calls.validation import MAX_BODY_BYTES, InvalidRequest
@@ -144,7 +145,7 @@ def run_form(world: World, changes: dict[str, str]) -> tuple[int, str, str]:
     html = response.content.decode()
     for message in (e for errs in errors.values() for e in errs):
         # What the form says must reach the page, escaped like everything else.
-        assert message.replace("'", "&#x27;").replace('"', "&quot;") in html
+        assert escape(message) in html
     return response.status_code, fields, messages
 
 

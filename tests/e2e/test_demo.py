@@ -9,6 +9,7 @@ The demo runs twice in one ``VAR_DIR``, as for someone who types ``make demo`` t
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +21,11 @@ import redis
 from tests.demo_summary import FINAL_STATES, Summary, parse_summary
 
 ROOT = Path(__file__).resolve().parents[2]
+ENDPOINT_LINE = re.compile(
+    r"Anthropic-compatible endpoint: (?P<sent>\d+) calls from the helpdesk app with the "
+    r"official SDK \((?P<streamed>\d+) streamed\), (?P<refused>\d+) refused by a quota, "
+    r"(?P<errors>\d+) client errors"
+)
 
 
 def demo_env(var_dir: Path) -> dict[str, str]:
@@ -50,6 +56,11 @@ def checked_summary(run: subprocess.CompletedProcess[str], label: str) -> Summar
     assert summary.in_states(FINAL_STATES) == summary.submitted, f"{label}: {summary}"
     assert summary.figures["429s"] == "0", f"{label}: {summary}"
     assert "audit_log vs the emulator's ledger: exact match" in run.stdout, label
+    # Part of the traffic came from an app using the official SDK against /v1/messages.
+    endpoint = ENDPOINT_LINE.search(run.stdout)
+    assert endpoint is not None, f"{label}: {output[-4000:]}"
+    assert int(endpoint["sent"]) >= 1 and int(endpoint["streamed"]) >= 0, endpoint[0]
+    assert endpoint["errors"] == "0", endpoint[0]
     return summary
 
 

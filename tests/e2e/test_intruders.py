@@ -66,8 +66,10 @@ HIDDEN = Expect(_s(404), marker=False)
 
 @dataclass(frozen=True)
 class Access:
-    """How one URL treats each visitor. ``kind``: page / json / csv (session login, anonymous
-    is redirected to the login page) or api (session or API token, anonymous gets 401)."""
+    """How one URL treats each visitor. ``kind``: page / csv (session login, anonymous is
+    redirected to the login page), json / json-csv (a usage JSON endpoint, or its
+    ``?format=csv``: session login, anonymous gets the JSON 401) or api (session or API token,
+    anonymous gets 401)."""
 
     rule: str
     kind: str = "page"
@@ -97,7 +99,7 @@ class Access:
             return Expect(_s(401, 403), marker=False)
         if self.rule == "admin":
             return Expect(_s(302), login=True, marker=False)
-        if self.kind == "api":
+        if self.kind in ("api", "json", "json-csv"):
             return Expect(_s(401), marker=False, effect=False)
         return Expect(_s(302), login=True, marker=False, effect=False)
 
@@ -172,6 +174,16 @@ TABLE: dict[str, list[Variant]] = {
     "admin:login": [("", a("public"), None)],
     "admin:logout": [("", a("public"), None)],
     "metrics": [("", a("scrape"), None)],
+    # The probes answer anyone (a load balancer has no login) and tell nobody's data;
+    # readiness is 503 while no worker host is alive, as in this test.
+    "healthz": [("", a("public", "json"), None)],
+    "readyz": [
+        (
+            "",
+            a("public", "json", overrides={r: Expect(_s(200, 503), marker=False) for r in ROLES}),
+            None,
+        )
+    ],
     "django_rq:metrics": [("", a("scrape"), None)],
     "admin/rq/^stats.json/?$": [("", a("scrape", "json"), None)],
     "admin/rq/^stats.json/(?P<token>[\\w]+)?/?$": [("", a("scrape", "json"), None)],
@@ -190,19 +202,25 @@ TABLE: dict[str, list[Variant]] = {
     "usage:users": [("", a("staff"), None)],
     "usage:orgs": [("", a("staff"), None)],
     "usage:uncached-prefixes": [("", a("staff"), None)],
-    "usage:api-users": [("", a("staff", "json"), None), ("?format=csv", a("staff", "csv"), None)],
-    "usage:api-orgs": [("", a("staff", "json"), None), ("?format=csv", a("staff", "csv"), None)],
+    "usage:api-users": [
+        ("", a("staff", "json"), None),
+        ("?format=csv", a("staff", "json-csv"), None),
+    ],
+    "usage:api-orgs": [
+        ("", a("staff", "json"), None),
+        ("?format=csv", a("staff", "json-csv"), None),
+    ],
     "usage:api-sessions": [
         ("", a("own", "json", marker=True), None),
         (USER, a("owned", "json", marker=True), None),
-        (USER + "&format=csv", a("owned", "csv", marker=True), None),
+        (USER + "&format=csv", a("owned", "json-csv", marker=True), None),
         ("?user=all", staff_only("json", staff=Expect(_s(400))), None),
     ],
     "usage:api-session-calls": [
         # without ?user= it is the caller's own session of that name: staff have none
         ("", a("owned", "json", marker=True, overrides={"staff": HIDDEN}), None),
         (USER, a("owned", "json", marker=True), None),
-        (USER + "&format=csv", a("owned", "csv"), None),
+        (USER + "&format=csv", a("owned", "json-csv"), None),
     ],
     "usage:export-audit": [
         ("", a("own", "csv", marker=True), None),
@@ -233,7 +251,7 @@ for _name in ("summary", "daily", "models"):
     TABLE[f"usage:api-{_name}"] = [
         ("", a("own", "json"), None),
         (USER, a("owned", "json"), None),
-        ("?format=csv", a("own", "csv"), None),
+        ("?format=csv", a("own", "json-csv"), None),
         ("?user=all", staff_only("json"), None),
     ]
 

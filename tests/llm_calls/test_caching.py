@@ -351,14 +351,17 @@ def test_caller_one_hour_after_five_minutes_is_rejected() -> None:
         {**tool("a", 100), "cache_control": {"type": "ephemeral", "ttl": "5m"}},
         {**tool("b", 100), "cache_control": {"type": "ephemeral", "ttl": "1h"}},
     ]
-    with pytest.raises(InvalidRequest, match='"1h" cache breakpoint may not come after a "5m"'):
+    with pytest.raises(
+        InvalidRequest, match="a ttl='1h' cache breakpoint cannot come after a ttl='5m' one"
+    ):
         plan_cache(params=body(tools=tools), reuse=None)
 
 
 def test_bad_caller_ttl_is_rejected_naming_the_block() -> None:
     system = [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "10m"}}]
-    with pytest.raises(InvalidRequest, match=r"system\[0\].cache_control.ttl"):
+    with pytest.raises(InvalidRequest, match=r"^system\.0\.cache_control\.ttl: ") as error:
         plan_cache(params=body(system=system), reuse=None)
+    assert error.value.field == "system[0].cache_control.ttl"
 
 
 def test_unknown_model_is_left_alone() -> None:

@@ -157,21 +157,54 @@ def test_a_queue_sharing_a_cached_prompt_waits_only_for_its_uncached_part(limite
     assert rows[-1].predicted_wait_s < cold / 3
 
 
+def waits(priority: str, model_s: float, actual_s: float, count: int) -> list[eta.DispatchWait]:
+    return [eta.DispatchWait(priority=priority, model_s=model_s, actual_s=actual_s)] * count
+
+
 def test_the_range_shown_is_learned_from_how_estimates_landed(redis_client) -> None:
-    assert eta.calibration().samples == 0
-    low, high = eta.calibration().range_s(100.0)
+    prior = eta.calibration(priority="query")
+    assert prior.samples == 0
+    low, high = prior.range_s(100.0)
     assert low < 100 < high  # a modest prior before any evidence
-    # Waits have been running twice as long as predicted.
-    for _ in range(20):
-        eta.record_dispatch_waits(waits=[(10.0, 20.0)] * 10)
-    learned = eta.calibration()
+    # The model's waits have been landing within 10% of what happened.
+    for n in range(20):
+        spread = 1.1 if n % 2 else 0.9
+        eta.record_dispatch_waits(waits=waits("query", 10.0, 10.0 * spread, 10))
+    learned = eta.calibration(priority="query")
     assert learned.samples == 200
     low, high = learned.range_s(100.0)
-    # Shifted to "longer than told" (shrunk a little toward the prior), and narrower.
-    assert 150 < low < high and 180 < high < 230
+    assert 80 < low < 100 < high < 125  # narrower than the prior's
+    assert (high - low) < (prior.range_s(100.0)[1] - prior.range_s(100.0)[0]) / 2
     # Short waits tell nothing about relative error and are not counted.
-    eta.record_dispatch_waits(waits=[(0.1, 0.3), (None, 5.0)])
-    assert eta.calibration().samples == 200
+    eta.record_dispatch_waits(
+        waits=[*waits("query", 0.1, 0.3, 1), eta.DispatchWait("query", None, 5.0)]
+    )
+    assert eta.calibration(priority="query").samples == 200
+
+
+def test_a_class_whose_waits_run_long_is_told_longer_and_the_others_are_not(limited) -> None:
+    # Query waits have run twice the model's figure; interactive ones as predicted.
+    for _ in range(20):
+        eta.record_dispatch_waits(waits=waits("query", 10.0, 20.0, 10))
+        eta.record_dispatch_waits(waits=waits("interactive", 10.0, 10.0, 10))
+    empty_bucket(limited)
+    query = ask(make_user("long"), 1_000)
+    # The model's own figure is kept beside what the user was told, and learning reads it.
+    assert query.model_wait_s == pytest.approx((1_000 + HEADROOM) / REFILL, rel=0.05)
+    share = 200 / (200 + 20)  # the prior still weighs 20 samples
+    assert query.predicted_wait_s == pytest.approx(query.model_wait_s * 2**share, rel=0.02)
+    status = eta.queue_status(query)  # what the request's page shows, corrected the same way
+    assert status["eta_s"] == pytest.approx(query.predicted_wait_s, rel=0.1)  # refilled since
+    low, high = status["eta_range_s"]
+    assert low < status["eta_s"] < high
+    interactive = ask(make_user("short"), 1_000, priority="interactive")
+    assert interactive.predicted_wait_s == pytest.approx(interactive.model_wait_s, rel=0.02)
+
+
+def test_a_correction_is_bounded_so_a_broken_model_stays_visible(redis_client) -> None:
+    for _ in range(50):
+        eta.record_dispatch_waits(waits=waits("query", 1.0, 500.0, 10))
+    assert eta.calibration(priority="query").corrected_s(10.0) == pytest.approx(40.0, rel=0.01)
 
 
 def test_people_read_the_wait_in_words(limited) -> None:

@@ -90,6 +90,26 @@ def test_all_three_buckets_must_fit_and_a_refusal_takes_nothing(redis_client) ->
     assert refused.binding == "itpm" and refused.wait_s == pytest.approx(10.0)
 
 
+def test_rpm_keeps_two_percent_of_whole_requests_free(redis_client) -> None:
+    # The API counts a request a moment after we reserve it; a full bucket on its side loses
+    # that moment's refill. 2% of 200 RPM = 4 requests stay unreserved for that drift.
+    limiter = make_limiter(rpm=200)
+    admitted = 0
+    while limiter.try_reserve(
+        model_class="sonnet", input_tokens=0, output_tokens=0, now=T0
+    ).admitted:
+        admitted += 1
+        assert admitted <= 200
+    assert admitted == 196
+    # Under 50 requests per minute 2% is less than a request: nothing is held back.
+    small = make_limiter(rpm=40)
+    taken = 0
+    while small.try_reserve(model_class="haiku", input_tokens=0, output_tokens=0, now=T0).admitted:
+        taken += 1
+        assert taken <= 40
+    assert taken == 40
+
+
 def test_headroom_keeps_part_of_the_bucket_free_without_taking_it(redis_client) -> None:
     limiter = make_limiter(itpm=6_000)
     with override_settings(GATEWAY_LIMITER_HEADROOM={"itpm": 0.05}):  # 300 tokens

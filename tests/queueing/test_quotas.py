@@ -14,8 +14,9 @@ from django.contrib.auth.models import User
 from django.core import mail
 from django.db import connections
 
+from organizations.models import Organization
 from queueing import quotas
-from queueing.models import Organization, Quota, QuotaAlert
+from queueing.models import Quota, QuotaAlert
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 _ids = count(1)

@@ -11,8 +11,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from llm_calls.types import Usage
+from organizations.models import Membership, Organization
 from queueing.auth import api_token_create
-from queueing.models import Membership, Organization
 from usage import services
 from usage.models import AuditLog, ModelPrice, Outcome, PriceBand, Speed
 

@@ -30,7 +30,7 @@ def main() -> int:
     from django.db.models import Sum
 
     from llm_calls.types import Usage
-    from queueing.models import Organization
+    from organizations.models import Organization
     from usage import services
     from usage.models import (
         AuditLog,

@@ -256,11 +256,12 @@ def test_staff_see_everyone(world: World) -> None:
         "/usage/",
         "/usage/caching/",
         "/usage/users/",
-        "/usage/api/summary.json",
-        "/usage/api/daily.json",
+        "/usage/export/audit.csv",
     ],
 )
 def test_anonymous_is_sent_to_login(url: str) -> None:
+    """The pages and the audit export; the JSON endpoints answer a JSON 401 instead
+    (test_json_errors)."""
     response = Client().get(url)
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
@@ -284,18 +285,18 @@ def test_bad_date_filter_gets_a_clear_error(world: World, query: str, message: s
     assert message in unescape(page.content.decode())
     api = client.get(f"/usage/api/daily.json?{query}")
     assert api.status_code == 400
-    assert message in api.json()["error"]
+    assert api.json()["error"]["type"] == "invalid_request"
+    assert message in api.json()["error"]["message"]
 
 
 def test_bad_sort_and_page_get_clear_errors(world: World) -> None:
     staff = client_for(world.staff)
     response = staff.get("/usage/api/users.json?sort=vibes")
     assert response.status_code == 400
-    assert "sort='vibes' is not one of: cost, tokens" in response.json()["error"]
-    assert (
-        staff.get("/usage/api/users.json?page=0").json()["error"]
-        == "page must be 1 or more, got 0."
-    )
+    assert "sort='vibes' is not one of: cost, tokens" in response.json()["error"]["message"]
+    assert staff.get("/usage/api/users.json?page=0").json() == {
+        "error": {"type": "invalid_request", "message": "page must be 1 or more, got 0."}
+    }
 
 
 def test_default_range_is_the_last_30_days() -> None:

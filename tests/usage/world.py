@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import User
 
 from llm_calls.types import Usage
-from queueing.models import Organization
+from organizations.models import Organization
 from tests.usage.factories import at, make_org, make_user, record
 from usage.models import Outcome
 

@@ -151,6 +151,7 @@ async def _handle_messages(request: web.Request) -> web.StreamResponse:
             buckets=buckets,
             reserved=reserved,
             midstream=action.midstream,
+            event_pause_s=config.stream_event_ms / 1000,
         )
 
     response = json_response(message)
@@ -184,6 +185,7 @@ async def _stream_reply(
     buckets: BucketSet,
     reserved: int,
     midstream: bool,
+    event_pause_s: float = 0.0,
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=200)
     response.content_type = "text/event-stream"
@@ -210,6 +212,8 @@ async def _stream_reply(
                 await response.write_eof()
                 state.settle_output(buckets, reserved=reserved, produced=produced)
                 return response
+            if event_pause_s and event.name == "content_block_delta":
+                await asyncio.sleep(event_pause_s)
             await response.write(sse(event.name, event.data))
             produced = event.produced
             deltas_sent += event.name == "content_block_delta"

@@ -21,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-serve",
             action="store_true",
-            help="Do not start the web server; exit once the traffic has drained.",
+            help="Exit once the traffic has drained (the web server runs only meanwhile).",
         )
         parser.add_argument(
             "--port",
