@@ -31,7 +31,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway import batches as gateway_batches
 from gateway import services, sse
+from gateway.models import MessageBatch
 from gateway.services import Accepted, GatewayError
 from gateway.waiting import RECHECK_S, relays, watcher
 from llm_calls import services as llm_services
@@ -279,6 +281,84 @@ async def models_retrieve(request: Request) -> Response:
     return JSONResponse(entry)
 
 
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+async def batches_collection(request: Request) -> Response:
+    try:
+        token = await _authenticated(request)
+        if request.method == "GET":
+            page = await _blocking(
+                gateway_batches.page,
+                token=token,
+                query=request.query_params,
+                base_url=_base_url(request),
+            )
+            return JSONResponse(page)
+        body = await _read_json(request)
+        batch = await _blocking(
+            gateway_batches.create, token=token, body=body, headers=request.headers
+        )
+        described = await _blocking(gateway_batches.body, batch=batch, base_url=_base_url(request))
+    except GatewayError as exc:
+        return error_response(exc)
+    return JSONResponse(described)
+
+
+async def _own_batch(request: Request) -> tuple[ApiToken, MessageBatch]:
+    token = await _authenticated(request)
+    batch = await _blocking(
+        gateway_batches.find, token=token, public_id=request.path_params["batch_id"]
+    )
+    return token, batch
+
+
+async def batch_detail(request: Request) -> Response:
+    try:
+        _, batch = await _own_batch(request)
+        if request.method == "DELETE":
+            await _blocking(gateway_batches.delete, batch=batch)
+            return JSONResponse({"id": batch.public_id, "type": "message_batch_deleted"})
+        described = await _blocking(gateway_batches.body, batch=batch, base_url=_base_url(request))
+    except GatewayError as exc:
+        return error_response(exc)
+    return JSONResponse(described)
+
+
+async def batch_cancel(request: Request) -> Response:
+    try:
+        token, batch = await _own_batch(request)
+        batch = await _blocking(gateway_batches.cancel, token=token, batch=batch)
+        described = await _blocking(gateway_batches.body, batch=batch, base_url=_base_url(request))
+    except GatewayError as exc:
+        return error_response(exc)
+    return JSONResponse(described)
+
+
+async def batch_results(request: Request) -> Response:
+    try:
+        _, batch = await _own_batch(request)
+        if not await _blocking(gateway_batches.ended, batch=batch):
+            raise GatewayError(
+                "invalid_request_error",
+                f"message batch {batch.public_id} is still being processed; its results are "
+                "ready once it has ended",
+            )
+    except GatewayError as exc:
+        return error_response(exc)
+
+    async def lines() -> AsyncIterator[bytes]:
+        cursor: int | None = 0
+        while cursor is not None:
+            page, cursor = await _blocking(
+                gateway_batches.results_page, batch=batch, after_pk=cursor
+            )
+            yield b"".join(json.dumps(line).encode() + b"\n" for line in page)
+
+    return StreamingResponse(lines(), media_type="application/binary")
+
+
 def _upstream_error(exc: ClaudeCallError) -> GatewayError:
     kind = exc.last_error_type or "api_error"
     if kind == "authentication_error":
@@ -307,6 +387,10 @@ app = Starlette(
     routes=[
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        Route("/v1/messages/batches", batches_collection, methods=["GET", "POST"]),
+        Route("/v1/messages/batches/{batch_id}", batch_detail, methods=["GET", "DELETE"]),
+        Route("/v1/messages/batches/{batch_id}/cancel", batch_cancel, methods=["POST"]),
+        Route("/v1/messages/batches/{batch_id}/results", batch_results, methods=["GET"]),
         Route("/v1/models", models_list, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models_retrieve, methods=["GET"]),
     ],
