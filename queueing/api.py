@@ -220,6 +220,14 @@ def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @api_view("GET")
+def my_quota(request: HttpRequest) -> HttpResponse:
+    """The caller's own limits and their organization's: used, held, left, reset, forecast
+    (Redis away: the wrapper's 503)."""
+    lines = selectors.quota_lines(user=request.user)
+    return JsonResponse({"quotas": [line.as_json() for line in lines]})
+
+
+@api_view("GET")
 def queue_stats(request: HttpRequest) -> HttpResponse:
     if not request.user.is_staff:
         return error(403, "permission_error", "staff only")

@@ -1,13 +1,22 @@
-"""Reads for the queue pages and the JSON API. A user only ever sees their own requests."""
+"""Reads for the queue pages and the JSON API. A user only ever sees their own requests and
+their own limits."""
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, F, QuerySet, Sum
 from django.http import Http404
+from django.utils import timezone
 
-from queueing.models import LLMRequest
+from organizations.models import Membership
+from queueing import quotas
+from queueing.models import LLMRequest, Quota
+from usage.models import AuditLog
+from usage.pricing import pico_to_usd
 
 PENDING = (LLMRequest.Status.QUEUED, LLMRequest.Status.DISPATCHED, LLMRequest.Status.RUNNING)
 
@@ -67,3 +76,146 @@ def request_as_json(
         )
         data["result"] = request.result
     return data
+
+
+# --- a person's own quotas -----------------------------------------------------------------
+
+# The pace a forecast extrapolates: the last hour's spend, which follows what someone is doing
+# now (a day's average would call a busy afternoon safe because the morning was quiet).
+PACE_WINDOW = dt.timedelta(hours=1)
+
+_LIMITS: tuple[tuple[str, quotas.Period, str], ...] = (
+    ("tokens_per_day", "day", "tokens"),
+    ("tokens_per_month", "month", "tokens"),
+    ("usd_per_day", "day", "usd"),
+    ("usd_per_month", "month", "usd"),
+)
+
+
+@dataclass(frozen=True)
+class QuotaLine:
+    """One limit of the user or their organization, as its holder reads it: used (billed),
+    held (by requests in progress), what is left, when it resets, and where the last hour's
+    pace leads."""
+
+    holder: str  # "you" or the organization's name
+    period: str  # "day" | "month"
+    unit: str  # "tokens" | "usd"
+    limit: int | Decimal
+    used: int | Decimal
+    held: int | Decimal
+    resets_at: dt.datetime
+    pace_per_hour: int | Decimal
+    reaches_limit_at: dt.datetime | None  # before the reset, at the last hour's pace
+
+    @property
+    def remaining(self) -> int | Decimal:
+        return max(self.limit - self.used - self.held, 0)
+
+    @property
+    def percent_used(self) -> float:
+        return float((self.used + self.held) / self.limit * 100) if self.limit else 100.0
+
+    @property
+    def label(self) -> str:
+        return f"{'daily' if self.period == 'day' else 'monthly'} {'USD' if self.unit == 'usd' else 'tokens'}"
+
+    def forecast(self) -> str:
+        """In words: "reached", or when the last hour's pace reaches the limit, or that it
+        does not before the reset."""
+        stamp = "%Y-%m-%d %H:%M UTC" if self.period == "month" else "%H:%M UTC"
+        if self.remaining <= 0:
+            return f"reached; resets {self.resets_at:{stamp}}"
+        if not self.pace_per_hour:
+            return "no use in the last hour"
+        pace = (
+            f"${self.pace_per_hour:,.4f}/h"
+            if self.unit == "usd"
+            else f"{self.pace_per_hour:,} tokens/h"
+        )
+        if self.reaches_limit_at is None:
+            return f"at the last hour's pace ({pace}) it lasts until it resets"
+        return (
+            f"at the last hour's pace ({pace}) you reach it around {self.reaches_limit_at:{stamp}}"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        def number(value: int | Decimal) -> int | str:
+            return str(value) if isinstance(value, Decimal) else value
+
+        return {
+            "holder": self.holder,
+            "quota": self.label,
+            "period": self.period,
+            "unit": self.unit,
+            "limit": number(self.limit),
+            "used": number(self.used),
+            "held": number(self.held),
+            "remaining": number(self.remaining),
+            "percent_used": round(self.percent_used, 1),
+            "resets_at": self.resets_at.isoformat(),
+            "pace_per_hour": number(self.pace_per_hour),
+            "reaches_limit_at": self.reaches_limit_at.isoformat()
+            if self.reaches_limit_at
+            else None,
+            "forecast": self.forecast(),
+        }
+
+
+def _recent_spend(*, since: dt.datetime, **holder: int) -> tuple[int, Decimal]:
+    totals = AuditLog.objects.filter(occurred_at__gte=since, **holder).aggregate(
+        tokens=Sum(
+            F("input_tokens")
+            + F("cache_creation_input_tokens")
+            + F("cache_read_input_tokens")
+            + F("output_tokens")
+        ),
+        pico=Sum("cost_pico_usd"),
+    )
+    return int(totals["tokens"] or 0), pico_to_usd(totals["pico"])
+
+
+def quota_lines(*, user: Any, now: dt.datetime | None = None) -> list[QuotaLine]:
+    """Every limit that applies to ``user``'s calls (their own quota, their organization's),
+    with what Redis counts now; empty when no limit is set."""
+    moment = now or timezone.now()
+    membership = Membership.objects.filter(user_id=user.pk).select_related("organization").first()
+    holders: list[tuple[str, quotas.HolderKind, int, str]] = [("you", "user", user.pk, "user_id")]
+    if membership is not None:
+        org = membership.organization
+        holders.append((org.name, "organization", org.pk, "organization_id"))
+    lines: list[QuotaLine] = []
+    for name, kind, holder_id, column in holders:
+        quota = Quota.objects.filter(**{column: holder_id}).first()
+        if quota is None:
+            continue
+        limits = [(f, p, u) for f, p, u in _LIMITS if getattr(quota, f) is not None]
+        if not limits:
+            continue
+        counted = quotas.usage_now(holder_kind=kind, holder_id=holder_id, now=moment)
+        tokens_pace, usd_pace = _recent_spend(since=moment - PACE_WINDOW, **{column: holder_id})
+        for field_name, period, unit in limits:
+            limit = getattr(quota, field_name)
+            now_counts = counted[period]
+            used = now_counts["tokens_used"] if unit == "tokens" else now_counts["usd_used"]
+            held = now_counts["tokens_held"] if unit == "tokens" else now_counts["usd_held"]
+            pace: int | Decimal = tokens_pace if unit == "tokens" else usd_pace
+            reaches = None
+            left = limit - used - held
+            if pace and left > 0:
+                at = moment + dt.timedelta(hours=float(left / pace))
+                reaches = at if at < now_counts["resets_at"] else None
+            lines.append(
+                QuotaLine(
+                    holder=name,
+                    period=period,
+                    unit=unit,
+                    limit=limit,
+                    used=used,
+                    held=held,
+                    resets_at=now_counts["resets_at"],
+                    pace_per_hour=pace,
+                    reaches_limit_at=reaches,
+                )
+            )
+    return lines

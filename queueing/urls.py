@@ -14,4 +14,5 @@ urlpatterns = [
     path("api/v1/requests/<int:pk>/result", api.request_result, name="api_result"),
     path("api/v1/requests/<int:pk>/cancel", api.request_cancel, name="api_cancel"),
     path("api/v1/queue/stats", api.queue_stats, name="api_queue_stats"),
+    path("api/v1/quota", api.my_quota, name="api_quota"),
 ]

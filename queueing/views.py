@@ -45,8 +45,14 @@ def my_queue(request: HttpRequest) -> HttpResponse:
         (r, eta.describe_waited(eta.waited_s(r)))
         for r in selectors.requests_for_user(user=request.user, status="finished", limit=25)
     ]
+    try:
+        limits: list[selectors.QuotaLine] | None = selectors.quota_lines(user=request.user)
+    except redis.RedisError:
+        limits = None  # the page still shows the requests; the panel says the counts are away
     return render(
-        request, "queueing/my_queue.html", {"form": form, "pending": rows, "finished": finished}
+        request,
+        "queueing/my_queue.html",
+        {"form": form, "pending": rows, "finished": finished, "limits": limits},
     )
 
 

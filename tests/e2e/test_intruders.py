@@ -246,6 +246,8 @@ TABLE: dict[str, list[Variant]] = {
     "queueing:api_result": [("", a("owned", "api", marker=True), None)],
     "queueing:api_cancel": [("", a("cancel", "api", method="POST"), {})],
     "queueing:api_queue_stats": [("", a("staff", "api"), None)],
+    # everyone's own limits (the owner's marker is in no quota: none may show anyone else's)
+    "queueing:api_quota": [("", a("own", "api"), None)],
 }
 for _name in ("summary", "daily", "models"):
     TABLE[f"usage:api-{_name}"] = [
