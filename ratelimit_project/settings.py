@@ -259,6 +259,8 @@ BATCH_MAX_WAIT_S = env_float("BATCH_MAX_WAIT_S", 10.0)  # oldest request's wait 
 BATCH_POLL_INTERVAL_S = env_float("BATCH_POLL_INTERVAL_S", 10.0)  # least time between status checks
 # Where a quota counter lost with Redis is rebuilt from: the usage rollups.
 GATEWAY_QUOTA_USAGE_LOADER = "queueing.quotas.audit_log_usage_loader"
+# Gateway keys live in queueing; the usage JSON and CSV endpoints take them through this hook.
+USAGE_KEY_AUTHENTICATOR = "queueing.auth.user_for_token"
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

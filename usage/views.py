@@ -17,8 +17,10 @@ from decimal import Decimal
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import (
     Http404,
@@ -31,6 +33,7 @@ from django.http import (
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 
 from llm_calls import caching as caching_stats
@@ -143,23 +146,59 @@ JSON_METHODS = ("GET", "HEAD")
 JsonView = Callable[..., HttpResponseBase]
 
 
+def presented_key(request: HttpRequest) -> str | None:
+    """A gateway key sent as ``Authorization: Bearer <key>`` or ``x-api-key``."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() in ("bearer", "token") and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def _key_user(raw: str) -> Any | None:
+    """The user a gateway key belongs to, by ``USAGE_KEY_AUTHENTICATOR`` (a dotted path to
+    ``raw key -> user or None``; the keys live in ``queueing``, which this app must not
+    import). None for a bad key, or when no authenticator is configured."""
+    path = getattr(settings, "USAGE_KEY_AUTHENTICATOR", "")
+    if not path:
+        return None
+    authenticate: Callable[[str], Any] = import_string(path)
+    return authenticate(raw)
+
+
+def _signed_in(request: HttpRequest) -> HttpResponse | None:
+    """Make sure a session or a gateway key says who is asking; else the JSON 401."""
+    if request.user.is_authenticated:
+        return None
+    raw = presented_key(request)
+    if raw is None:
+        return api_errors.error(
+            401,
+            "authentication_error",
+            "log in first, or send a gateway key (Authorization: Bearer <key> or x-api-key)",
+        )
+    user = _key_user(raw)
+    if user is None:
+        return api_errors.error(
+            401, "authentication_error", "invalid, revoked or expired gateway key"
+        )
+    request.user = user
+    return None
+
+
 def json_endpoint(view: JsonView) -> JsonView:
-    """A usage JSON endpoint (its ``?format=csv`` too): read-only, for a logged-in session, and
-    every refusal in the JSON API's shape — 405 with ``Allow`` for another method, 401 signed
-    out, and the views' own ``FilterError`` (400), ``PermissionDenied`` (403) and ``Http404``
-    (404). API tokens are not accepted here (only ``/api/`` takes them)."""
+    """A usage JSON endpoint (its ``?format=csv`` too): read-only, for a logged-in session or a
+    gateway key, and every refusal in the JSON API's shape — 405 with ``Allow`` for another
+    method, 401 signed out or with a bad key, and the views' own ``FilterError`` (400),
+    ``PermissionDenied`` (403) and ``Http404`` (404)."""
 
     @csrf_exempt  # it takes only GET and HEAD, which change nothing: a POST gets the JSON 405,
     @wraps(view)  # not Django's HTML CSRF page
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method not in JSON_METHODS:
             return api_errors.method_not_allowed(JSON_METHODS)
-        if not request.user.is_authenticated:
-            return api_errors.error(
-                401,
-                "authentication_error",
-                "log in first (the usage API takes a browser session, not an API token)",
-            )
+        refused = _signed_in(request)
+        if refused is not None:
+            return refused
         try:
             return view(request, *args, **kwargs)
         except FilterError as problem:
@@ -547,9 +586,15 @@ def orgs_json(request: HttpRequest) -> HttpResponseBase:
 AUDIT_COLUMNS = (*CALL_COLUMNS, *selectors.AUDIT_EXTRA_COLUMNS)
 
 
-@login_required
 def audit_csv(request: HttpRequest) -> HttpResponseBase:
-    """Every call in the range as CSV (mine; staff: ``?user=<id>`` or ``?user=all``)."""
+    """Every call in the range as CSV (mine; staff: ``?user=<id>`` or ``?user=all``). A
+    browser signed out goes to the login page; a script may send a gateway key."""
+    if not request.user.is_authenticated:
+        if presented_key(request) is None:
+            return redirect_to_login(request.get_full_path())
+        refused = _signed_in(request)
+        if refused is not None:
+            return refused
     try:
         date_range = _date_range(request)
         subject_id = _subject_user_id(request, request.GET.get("user"))

@@ -80,6 +80,10 @@ class Access:
     def expect(self, role: str) -> Expect:
         if role in self.overrides:
             return self.overrides[role]
+        if role == "metrics_token" and self.kind == "csv" and self.rule != "scrape":
+            # The export takes gateway keys: a script sending anything else is told its key
+            # is not one (a JSON 401), not sent to a login page it cannot use.
+            return Expect(_s(401), marker=False, effect=False)
         role = self._effective_role(role)
         if role == "anon":
             return self._anonymous()
@@ -87,7 +91,8 @@ class Access:
 
     def _effective_role(self, role: str) -> str:
         if role == "owner_token":
-            return "owner" if self.kind == "api" else "anon"  # API tokens open the API only
+            # Gateway keys open the APIs and usage's JSON and CSV, never a page or the admin.
+            return "owner" if self.kind in ("api", "json", "json-csv", "csv") else "anon"
         if role == "metrics_token":
             return "staff" if self.rule == "scrape" else "anon"
         return role

@@ -13,6 +13,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from queueing.auth import api_token_create
 from tests.usage.factories import api_client
 from tests.usage.world import RANGE, World, build_world
 
@@ -81,10 +82,29 @@ def test_signed_out_gets_a_json_401_not_the_login_page(world: World, path: str) 
         assert "Location" not in response
 
 
-def test_an_api_token_is_no_login_here(world: World) -> None:
-    """Only /api/ takes API tokens; the usage endpoints say so instead of redirecting."""
-    response = api_client(world.alice).get("/usage/api/summary.json")
-    assert "API token" in json_error(response, 401, "authentication_error")
+def test_a_gateway_key_reads_its_owners_usage_and_nobody_elses(world: World) -> None:
+    """Scripts read usage with a gateway key (Bearer or x-api-key), as the owner would."""
+    alice = api_client(world.alice)
+    mine = alice.get(f"/usage/api/summary.json?{RANGE}")
+    assert mine.status_code == 200 and mine.json()["user_id"] == world.alice.pk
+    assert mine.json()["totals"]["requests"] > 0
+    # someone else's data stays hidden, and the staff endpoints stay staff-only
+    assert alice.get(f"/usage/api/summary.json?user={world.bob.pk}").status_code == 404
+    assert json_error(alice.get(STAFF_ONLY[0]), 403, "permission_error") == "Staff only."
+    _, raw = api_token_create(user=world.alice, name="x-api-key style")
+    by_header = Client(HTTP_X_API_KEY=raw).get(f"/usage/api/daily.json?{RANGE}")
+    assert by_header.status_code == 200
+    csv_export = alice.get(f"/usage/export/audit.csv?{RANGE}")
+    assert csv_export.status_code == 200
+    assert b"s-a" in b"".join(csv_export.streaming_content)  # type: ignore[attr-defined]
+
+
+def test_a_bad_key_is_a_json_401_and_the_export_still_redirects_a_browser(world: World) -> None:
+    for bad in ("gwt_not-a-key", ""):
+        response = Client(HTTP_AUTHORIZATION=f"Bearer {bad}").get("/usage/api/summary.json")
+        assert "key" in json_error(response, 401, "authentication_error")
+    assert Client(HTTP_X_API_KEY="nope").get("/usage/export/audit.csv").status_code == 401
+    assert Client().get("/usage/export/audit.csv").status_code == 302  # to the login page
 
 
 @pytest.mark.parametrize("path", STAFF_ONLY)
