@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, F, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
 from organizations.models import Membership
 from queueing import quotas
-from queueing.models import LLMRequest, Quota
+from queueing.models import LLMRequest, Quota, QuotaAlert
 from usage.models import AuditLog
 from usage.pricing import pico_to_usd
 
@@ -219,3 +219,49 @@ def quota_lines(*, user: Any, now: dt.datetime | None = None) -> list[QuotaLine]
                 )
             )
     return lines
+
+
+@dataclass(frozen=True)
+class AlertNotice:
+    """A threshold the user or their organization passed in the current period, in words."""
+
+    text: str
+    at: dt.datetime
+    threshold: int
+
+
+def alert_notices(*, user: Any, now: dt.datetime | None = None) -> list[AlertNotice]:
+    """The 80% / 100% alerts of this day and month for ``user`` and their organization,
+    newest first: what the person sees on their pages (admins also get mail)."""
+    moment = now or timezone.now()
+    today, month_start = moment.date(), moment.date().replace(day=1)
+    org_id = Membership.objects.filter(user_id=user.pk).values_list("organization_id", flat=True)
+    daily = (QuotaAlert.Metric.DAILY_TOKENS, QuotaAlert.Metric.DAILY_USD)
+    alerts = (
+        QuotaAlert.objects.filter(Q(user_id=user.pk) | Q(organization_id__in=list(org_id)))
+        .filter(
+            Q(metric__in=daily, period_start=today)
+            | (~Q(metric__in=daily) & Q(period_start=month_start))
+        )
+        .select_related("organization")
+        .order_by("-created_at")
+    )
+    notices = []
+    for alert in alerts:
+        usd = alert.metric in (QuotaAlert.Metric.DAILY_USD, QuotaAlert.Metric.MONTHLY_USD)
+        shown = (
+            f"${alert.used:,.4f} of ${alert.limit:,.4f}"
+            if usd
+            else f"{int(alert.used):,} of {int(alert.limit):,} tokens"
+        )
+        org = alert.organization
+        whose = "your" if org is None else f"{org.name}'s"
+        label = alert.get_metric_display()
+        notices.append(
+            AlertNotice(
+                text=f"{alert.threshold}% of {whose} {label} quota used ({shown})",
+                at=alert.created_at,
+                threshold=alert.threshold,
+            )
+        )
+    return notices

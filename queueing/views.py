@@ -52,7 +52,13 @@ def my_queue(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "queueing/my_queue.html",
-        {"form": form, "pending": rows, "finished": finished, "limits": limits},
+        {
+            "form": form,
+            "pending": rows,
+            "finished": finished,
+            "limits": limits,
+            "alerts": selectors.alert_notices(user=request.user),
+        },
     )
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.test import Client
 
-from queueing import selectors, services
+from queueing import quotas, selectors, services
 from queueing.models import LLMRequest, Quota
 from tests.conftest import Gateway
 from tests.usage.factories import api_client, make_org, make_user
@@ -18,15 +19,24 @@ from usage.models import AuditLog
 MODEL = "claude-haiku-4-5"
 
 
-def ask(user: Any, output_tokens: int = 40) -> LLMRequest:
-    row = services.submit_request(
-        user=user,
-        session_id="limits",
-        model=MODEL,
-        max_tokens=200,
-        messages=[{"role": "user", "content": f"Hello [[emulator:output_tokens={output_tokens}]]"}],
-    )
-    return services.wait_for_result(request_id=row.pk, timeout_s=30)
+def body(output_tokens: int, max_tokens: int) -> dict[str, Any]:
+    content = f"Hello [[emulator:output_tokens={output_tokens}]]"
+    return {
+        "model": MODEL,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": content}],
+    }
+
+
+def ask(user: Any, output_tokens: int = 40, max_tokens: int = 200) -> LLMRequest:
+    row = services.submit_request(user=user, session_id="limits", **body(output_tokens, max_tokens))
+    done = services.wait_for_result(request_id=row.pk, timeout_s=30)
+    # The quota is settled a moment after the row is written: wait for nothing to be held.
+    deadline = time.monotonic() + 10
+    while quotas.usage_now(holder_kind="user", holder_id=user.pk)["day"]["tokens_held"]:
+        assert time.monotonic() < deadline, "the quota was never settled"
+        time.sleep(0.02)
+    return done
 
 
 def test_a_user_sees_used_left_reset_and_a_forecast_from_the_last_hours_pace(
@@ -115,3 +125,23 @@ def test_without_redis_the_page_still_works_and_the_api_says_try_again(own_redis
     assert page.status_code == 200 and "quota counters are unavailable" in page.content.decode()
     reply = api_client(frank).get("/api/v1/quota")
     assert reply.status_code == 503 and reply.headers["Retry-After"]
+
+
+def test_passing_80_percent_shows_the_person_a_notice_on_their_page(gateway: Gateway) -> None:
+    grace = make_user("grace")
+    quota = Quota.objects.create(user=grace, tokens_per_day=1_000_000)
+    ask(grace)
+    used = sum(r.total_input_tokens + r.output_tokens for r in AuditLog.objects.filter(user=grace))
+    # Room for exactly one more call of this size, which then crosses 80% of the limit.
+    worst = services.check_submission(
+        user=grace, session_id="limits", priority="query", params=body(35, 40)
+    ).worst_case_tokens
+    Quota.objects.filter(pk=quota.pk).update(tokens_per_day=used + worst + 2)
+    ask(grace, output_tokens=35, max_tokens=40)
+
+    (notice,) = selectors.alert_notices(user=grace)
+    assert notice.threshold == 80 and "80% of your daily tokens quota used" in notice.text
+    client = Client()
+    client.force_login(grace)
+    assert notice.text in client.get("/queue/").content.decode()
+    assert selectors.alert_notices(user=make_user("heidi")) == []
