@@ -371,3 +371,53 @@ def test_dashboards_draw_the_database_in_a_real_browser(
             browser.close()
     for name in ("usage", "session", "queue", "users"):
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000, name
+
+
+PHONE = {"width": 390, "height": 844}
+# Every page a person, then staff, opens; each must fit a phone's width.
+PHONE_PAGES = {
+    "alice": ["/usage/", f"/usage/sessions/{SESSION}/", "/usage/caching/", "/queue/"],
+    "root": ["/usage/users/", "/usage/orgs/", "/queue/staff/"],
+}
+FITS = """() => {
+    const width = window.innerWidth;
+    const page = document.documentElement.scrollWidth;
+    const hidden = [...document.querySelectorAll('.topbar nav a')].filter(a => {
+        const box = a.getBoundingClientRect();
+        return box.width === 0 || box.right > width + 1 || box.left < -1;
+    }).map(a => a.textContent);
+    const cards = [...document.querySelectorAll('main .card, main .stat, canvas')].filter(
+        el => el.getBoundingClientRect().right > width + 1).map(el => el.id || el.className);
+    return {width, page, hidden, cards};
+}"""
+
+
+def test_every_page_fits_a_phone_with_its_navigation_usable(
+    live_server: Any, wired: EmulatorProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 390 px no page is wider than the screen, every nav item is on screen, and cards,
+    charts and tables stay inside it (a wide table scrolls within its card)."""
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: install Debian's chromium"
+    build_history()
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    base = live_server.url
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            for username, paths in PHONE_PAGES.items():
+                page = browser.new_page(viewport=PHONE)
+                log_in(page, base, username)
+                for path in paths:
+                    page.goto(f"{base}{path}")
+                    page.wait_for_load_state("networkidle")
+                    seen = page.evaluate(FITS)
+                    if seen["page"] > seen["width"] or seen["hidden"] or seen["cards"]:
+                        problems.append(f"{username} {path}: {seen}")
+                    if path in ("/usage/", "/queue/"):
+                        name = path.strip("/").replace("/", "-") or "usage"
+                        page.screenshot(path=str(SCREENSHOTS / f"phone-{name}.png"), full_page=True)
+                page.close()
+        finally:
+            browser.close()
+    assert not problems, "\n".join(problems)
