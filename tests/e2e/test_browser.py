@@ -25,7 +25,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db.models import Sum
 from django.utils import timezone
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, ViewportSize, sync_playwright
 
 from llm_calls.emulator.process import EmulatorProcess
 from llm_calls.types import Usage
@@ -373,7 +373,7 @@ def test_dashboards_draw_the_database_in_a_real_browser(
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000, name
 
 
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 # Every page a person, then staff, opens; each must fit a phone's width.
 PHONE_PAGES = {
     "alice": ["/usage/", f"/usage/sessions/{SESSION}/", "/usage/caching/", "/queue/"],
