@@ -5,8 +5,9 @@ exactly ONE HTTP attempt (the SDK's own retries are off: ``max_retries=0``) and 
 :class:`ClientResponse` or raises :class:`AttemptFailure` — never an SDK or httpx exception — so
 the retry policy in ``llm_calls.retry`` decides alone what is retried and how long to wait.
 
-Nothing here knows about users, quotas or limits. The API key never appears in any message,
-repr or log line produced here: messages pass through :func:`redact_secrets`.
+Nothing here knows about users, quotas or limits. The API key (and the Admin API key that reads
+the usage and cost reports) never appears in any message, repr or log line produced here:
+messages pass through :func:`redact_secrets`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ MAX_ERROR_MESSAGE_CHARS = 500
 _T = TypeVar("_T")
 
 _clients: dict[tuple[str, str, float], anthropic.Anthropic] = {}
+# Clients holding the Admin API key (usage and cost reports), cached apart so ``get_client()``
+# never hands one out for a Claude call.
+_admin_clients: dict[tuple[str, str, float], anthropic.Anthropic] = {}
 _clients_lock = threading.Lock()
 
 
@@ -145,11 +149,30 @@ def get_client() -> anthropic.Anthropic:
         return client
 
 
-def close_clients() -> None:
-    """Close every cached client's connection pool (tests, process shutdown)."""
+def get_admin_client() -> anthropic.Anthropic:
+    """The process-wide SDK client holding the Admin API key (``ANTHROPIC_ADMIN_API_KEY``) for
+    the usage and cost reports, at the same base URL as every call. Cached like
+    :func:`get_client` but apart from it. Raises ``ImproperlyConfigured`` without an admin key
+    (see ``llm_calls.conf.admin_endpoint``)."""
+    endpoint = conf.admin_endpoint()
+    cache_key = (endpoint.api_key, endpoint.base_url, endpoint.timeout_s)
+    client = _admin_clients.get(cache_key)
+    if client is not None:
+        return client
     with _clients_lock:
-        clients = list(_clients.values())
+        client = _admin_clients.get(cache_key)
+        if client is None:
+            client = _build_client(endpoint)
+            _admin_clients[cache_key] = client
+        return client
+
+
+def close_clients() -> None:
+    """Close every cached client's connection pool, admin ones too (tests, process shutdown)."""
+    with _clients_lock:
+        clients = [*_clients.values(), *_admin_clients.values()]
         _clients.clear()
+        _admin_clients.clear()
     for client in clients:
         client.close()
 
@@ -182,6 +205,16 @@ def app_client(*, base_url: str, api_key: str, max_retries: int = 2) -> anthropi
     return anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=max_retries)
 
 
+def async_app_client(
+    *, base_url: str, api_key: str, max_retries: int = 2
+) -> anthropic.AsyncAnthropic:
+    """The asyncio twin of :func:`app_client`: a plain async SDK client, exactly as an asyncio
+    app builds one, for code that PLAYS such an app — the ``proxy`` benchmark's thousand
+    concurrent callers of the gateway's own endpoint. Application code never uses it to reach
+    Anthropic: such calls would bypass every guarantee the gateway gives."""
+    return anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=max_retries)
+
+
 def naive_client(*, base_url: str, api_key: str, max_retries: int = 2) -> anthropic.Anthropic:
     """BENCHMARK ONLY: a plain SDK client, exactly as an app without this gateway would build it.
 
@@ -197,11 +230,12 @@ def naive_client(*, base_url: str, api_key: str, max_retries: int = 2) -> anthro
 
 
 def redact_secrets(text: str) -> str:
-    """Remove every API key this process knows from ``text`` (defence in depth for messages)."""
-    secrets = {key for key, _url, _timeout in list(_clients)}
-    configured = conf.api_key().strip()
-    if configured:
-        secrets.add(configured)
+    """Remove every API key this process knows — Claude keys and Admin API keys — from
+    ``text`` (defence in depth for messages)."""
+    secrets = {key for key, _url, _timeout in [*list(_clients), *list(_admin_clients)]}
+    for configured in (conf.api_key().strip(), conf.admin_api_key().strip()):
+        if configured:
+            secrets.add(configured)
     for secret in secrets:
         if secret and len(secret) >= 6 and secret in text:
             text = text.replace(secret, "[redacted API key]")
@@ -380,6 +414,45 @@ def retrieve_model(*, model_id: str) -> ClientResponse[dict[str, Any]]:
     client = get_client()
     try:
         raw = client.get(f"/v1/models/{model_id}", cast_to=httpx2.Response)
+        return _json_response(raw)
+    except Exception as err:
+        raise _translate(err) from err
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage and cost reports (Admin API; single attempts, never billed)
+
+
+def usage_report(*, query: Mapping[str, Any]) -> ClientResponse[dict[str, Any]]:
+    """GET /v1/organizations/usage_report/messages once, one page, with the Admin API key.
+
+    ``query`` is passed through (``starting_at``, ``ending_at``, ``bucket_width``, ``limit``,
+    ``page``, and lists such as ``{"group_by": ["api_key_id", "model"]}``, sent as
+    ``group_by[]=api_key_id&group_by[]=model``; a key already spelt ``group_by[]`` works too);
+    returns the page exactly as the API wrote it (``data``, ``has_more``, ``next_page``). The
+    SDK has no typed resource for this endpoint (only for the Enterprise analytics ones), and a
+    reconciler needs every figure as sent anyway.
+    """
+    return _admin_get("/v1/organizations/usage_report/messages", query)
+
+
+def cost_report(*, query: Mapping[str, Any]) -> ClientResponse[dict[str, Any]]:
+    """GET /v1/organizations/cost_report once, one page, with the Admin API key. Daily buckets;
+    ``amount`` is a decimal string in cents (``"123.45"`` is $1.2345). Same query rules and raw
+    JSON as :func:`usage_report`."""
+    return _admin_get("/v1/organizations/cost_report", query)
+
+
+def _admin_get(path: str, query: Mapping[str, Any]) -> ClientResponse[dict[str, Any]]:
+    client = get_admin_client()
+    # The SDK writes a list as ``name[]=a&name[]=b`` itself: a ``name[]`` key would become
+    # ``name[][]``.
+    params = {
+        (key[:-2] if key.endswith("[]") and isinstance(value, list | tuple) else key): value
+        for key, value in query.items()
+    }
+    try:
+        raw = client.get(path, cast_to=httpx2.Response, options={"params": params})
         return _json_response(raw)
     except Exception as err:
         raise _translate(err) from err

@@ -39,6 +39,11 @@ def base_url() -> str:
     return str(getattr(settings, "ANTHROPIC_BASE_URL", "") or "")
 
 
+def admin_api_key() -> str:
+    """The Admin API key (``sk-ant-admin…``) that reads Anthropic's usage and cost reports."""
+    return str(getattr(settings, "ANTHROPIC_ADMIN_API_KEY", "") or "")
+
+
 def upstream_id() -> str:
     """A short name for the server and account calls go to, that reveals nothing of the key.
 
@@ -99,4 +104,25 @@ def endpoint() -> Endpoint:
         "(start one with `python manage.py anthropic_emulator --port 8765` and set "
         "ANTHROPIC_BASE_URL=http://127.0.0.1:8765), or set ANTHROPIC_API_KEY to call the real "
         "Anthropic API."
+    )
+
+
+def admin_endpoint() -> Endpoint:
+    """Where the Admin API's usage and cost reports are read: the same base URL as every call
+    (``ANTHROPIC_BASE_URL``, else the real API) with ``ANTHROPIC_ADMIN_API_KEY``. There is no
+    placeholder admin key: without one ``ImproperlyConfigured`` says what to set."""
+    key = admin_api_key().strip()
+    timeout = timeout_s()
+    if timeout <= 0:
+        raise ImproperlyConfigured(
+            f"ANTHROPIC_TIMEOUT_S must be a positive number of seconds, got {timeout!r}."
+        )
+    if not key:
+        raise ImproperlyConfigured(
+            "No Admin API key is configured: set ANTHROPIC_ADMIN_API_KEY to an admin key "
+            "(sk-ant-admin…, created in the Claude Console) to read the usage and cost reports."
+        )
+    url = base_url().strip()
+    return Endpoint(
+        base_url=url or REAL_API_BASE_URL, api_key=key, timeout_s=timeout, is_real_api=not url
     )

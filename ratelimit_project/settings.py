@@ -179,6 +179,9 @@ STORAGES = {
 # the real API is used when ANTHROPIC_API_KEY is set and ANTHROPIC_BASE_URL is not overridden.
 ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
 ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "")
+# The Admin API key (sk-ant-admin…) that reads Anthropic's usage and cost reports
+# (llm_calls.client.usage_report / cost_report) at the same base URL; never used for Claude calls.
+ANTHROPIC_ADMIN_API_KEY = os.environ.get("ANTHROPIC_ADMIN_API_KEY", "")
 ANTHROPIC_TIMEOUT_S = env_float("ANTHROPIC_TIMEOUT_S", 600.0)
 
 # Our retry policy (llm_calls.retry): exponential base * 2**n capped, full jitter, retry-after a floor.

@@ -14,6 +14,8 @@ TIER1_RPM = 50
 TIER1_ITPM = 30_000
 TIER1_OTPM = 8_000
 
+ADMIN_KEY_PREFIX = "sk-ant-admin"
+
 
 @dataclass
 class EmulatorConfig:
@@ -39,6 +41,9 @@ class EmulatorConfig:
     otpm_mode: str = "reserve"
     batch_latency_ms: float = 1000.0
     script: list[dict[str, Any]] = field(default_factory=list)
+    # Keys starting with this are Admin API keys: the only ones the usage and cost reports
+    # (/v1/organizations/...) accept. Anthropic's admin keys look like ``sk-ant-admin01-…``.
+    admin_key_prefix: str = ADMIN_KEY_PREFIX
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,6 +77,10 @@ _RATE_KEYS = {
 def _coerce(name: str, value: Any) -> Any:
     if name == "script":
         return validate_script(value)
+    if name == "admin_key_prefix":
+        if not isinstance(value, str) or not value.strip():
+            raise invalid("admin_key_prefix must be a non-empty string")
+        return value
     if name == "otpm_mode":
         if value not in ("reserve", "actual"):
             raise invalid("otpm_mode must be 'reserve' or 'actual'")

@@ -40,6 +40,12 @@ def key_fingerprint(api_key: str) -> str:
     return "key_" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
+def api_key_id(fingerprint: str) -> str:
+    """The Admin API's id of the key with this fingerprint (``apikey_…``, as Anthropic's ids
+    look): stable, derived from the key's hash alone, so it reveals nothing of the key."""
+    return "apikey_" + fingerprint.removeprefix("key_")
+
+
 def _empty_totals() -> dict[str, int]:
     return {"requests": 0, **dict.fromkeys(TOTAL_FIELDS + DETAIL_TOTAL_FIELDS, 0)}
 

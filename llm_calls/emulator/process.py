@@ -210,6 +210,11 @@ class EmulatorProcess:
     def health(self) -> bool:
         return bool(self._call("GET", "/_emulator/health").get("ok"))
 
+    def api_key_id(self, api_key: str) -> str:
+        """The ``api_key_id`` the Admin API's usage report gives ``api_key`` (``apikey_…``)."""
+        result: dict[str, Any] = self._call("POST", "/_emulator/api_key_id", {"api_key": api_key})
+        return str(result["api_key_id"])
+
     def advance_clock(self, seconds: float) -> None:
         """Move the emulator's clock forward (ages cache entries, refills buckets)."""
         self._call("POST", "/_emulator/clock", {"advance_s": seconds})

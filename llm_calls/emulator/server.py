@@ -2,8 +2,8 @@
 
 Everything runs on one asyncio event loop (see ``state.py`` for why that makes each state change
 atomic); simulated latency is ``asyncio.sleep``, so hundreds of requests wait concurrently.
-The routes live in ``routes/`` (messages and count_tokens, batches, models, control), the
-shared HTTP plumbing in ``http_layer.py``.
+The routes live in ``routes/`` (messages and count_tokens, batches, models, the Admin API's
+usage and cost reports, control), the shared HTTP plumbing in ``http_layer.py``.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from llm_calls.emulator.errors import invalid
 from llm_calls.emulator.http_layer import json_response, read_json
+from llm_calls.emulator.ledger import api_key_id, key_fingerprint
 from llm_calls.emulator.state import STATE_KEY
 
 
@@ -57,3 +58,14 @@ async def handle_clock(request: web.Request) -> web.StreamResponse:
         raise invalid("advance_s: a non-negative number of seconds is required")
     state.clock_offset_s += float(advance)
     return json_response({"now": state.now(), "offset_s": state.clock_offset_s})
+
+
+async def handle_api_key_id(request: web.Request) -> web.StreamResponse:
+    """The Admin API's ``api_key_id`` (and the ledger's fingerprint) of ``{"api_key": K}``, so a
+    test can find a key's rows in the usage and cost reports. The key is hashed, never kept."""
+    payload = await read_json(request)
+    key = payload.get("api_key") if isinstance(payload, dict) else None
+    if not isinstance(key, str) or not key:
+        raise invalid("api_key: a non-empty string is required")
+    fingerprint = key_fingerprint(key)
+    return json_response({"api_key_id": api_key_id(fingerprint), "key_fingerprint": fingerprint})
