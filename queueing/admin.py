@@ -17,6 +17,26 @@ class QuotaInline(admin.StackedInline):
     model = Quota
     extra = 0
     fk_name = "organization"
+    exclude = ["user", "api_token"]  # the organization's own row: no other holder
+
+
+class BudgetInline(admin.StackedInline):
+    """A gateway key's budget: its own Quota row, on top of its user's and organization's
+    (the tightest wins). No fair-share weight: the scheduler weighs users, not keys."""
+
+    model = Quota
+    fk_name = "api_token"
+    verbose_name = verbose_name_plural = "Budget"
+    extra = 0
+    max_num = 1
+    fields = [
+        "usd_per_day",
+        "usd_per_month",
+        "tokens_per_day",
+        "tokens_per_month",
+        "max_concurrent",
+        "allowed_priorities",
+    ]
 
 
 # The organization page shows its quota above its members, as before the models moved to
@@ -41,8 +61,8 @@ class QuotaAdmin(admin.ModelAdmin):
         "weight",
         "allowed_priorities",
     ]
-    search_fields = ["user__username", "organization__name"]
-    autocomplete_fields = ["user", "organization"]
+    search_fields = ["user__username", "organization__name", "api_token__name", "api_token__prefix"]
+    autocomplete_fields = ["user", "organization", "api_token"]
 
 
 @admin.register(LLMRequest)
@@ -99,6 +119,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         "last_used_at",
     ]
     readonly_fields = ["prefix", "created_at", "last_used_at"]
+    inlines = [BudgetInline]
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if change:
@@ -148,6 +169,7 @@ class QuotaAlertAdmin(admin.ModelAdmin):
         "__str__",
         "user",
         "organization",
+        "api_token",
         "metric",
         "threshold",
         "used",
@@ -156,7 +178,7 @@ class QuotaAlertAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["metric", "threshold", "period_start"]
-    search_fields = ["user__username", "organization__name"]
+    search_fields = ["user__username", "organization__name", "api_token__name"]
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request: HttpRequest) -> bool:

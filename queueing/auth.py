@@ -10,12 +10,14 @@ import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from queueing.models import ApiToken
+from queueing.models import ApiToken, Quota
 
 TOKEN_PREFIX = "gwt_"
 
@@ -35,17 +37,26 @@ def api_token_create(
     expires_at: dt.datetime | None = None,
     allowed_models: Sequence[str] = (),
     default_priority: str = "",
+    budget_usd_per_day: Decimal | None = None,
+    budget_usd_per_month: Decimal | None = None,
 ) -> tuple[ApiToken, str]:
+    """A new key and the key itself (shown once). With a budget, the key's own ``Quota`` row
+    is written in the same transaction: there is never a moment the key works without it."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        user=user,
-        name=name,
-        key_hash=_hash(raw),
-        prefix=raw[:10],
-        expires_at=expires_at,
-        allowed_models=list(allowed_models),
-        default_priority=default_priority,
-    )
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user,
+            name=name,
+            key_hash=_hash(raw),
+            prefix=raw[:10],
+            expires_at=expires_at,
+            allowed_models=list(allowed_models),
+            default_priority=default_priority,
+        )
+        if budget_usd_per_day is not None or budget_usd_per_month is not None:
+            Quota.objects.create(
+                api_token=token, usd_per_day=budget_usd_per_day, usd_per_month=budget_usd_per_month
+            )
     return token, raw
 
 

@@ -11,6 +11,8 @@ import the limiter, which reads it).
 
 from __future__ import annotations
 
+import functools
+import operator
 from decimal import Decimal
 from typing import Any
 
@@ -24,11 +26,24 @@ from organizations.models import Organization
 from queueing import conf
 
 
-class Quota(models.Model):
-    """Limits for one user or one organization. An empty limit means "no limit".
+def _exactly_one_holder() -> Q:
+    """Exactly one of ``user`` / ``organization`` / ``api_token`` is set (quotas and alerts)."""
+    holders = ("user", "organization", "api_token")
+    return functools.reduce(
+        operator.or_,
+        (Q(**{f"{name}__isnull": name != held for name in holders}) for held in holders),
+    )
 
-    Exactly one of ``user`` / ``organization`` is set. ``weight`` is the fair-share weight the
-    scheduler gives this user (or every member of this organization without a quota of their own).
+
+class Quota(models.Model):
+    """Limits for one user, one organization or one gateway key. An empty limit means "no
+    limit".
+
+    Exactly one of ``user`` / ``organization`` / ``api_token`` is set. A key's quota is its
+    *budget*: it applies to the calls made with that key, on top of its user's and
+    organization's own quotas (the tightest wins). ``weight`` is the fair-share weight the
+    scheduler gives this user (or every member of this organization without a quota of their
+    own); a key has none of its own.
     """
 
     user = models.OneToOneField(
@@ -41,12 +56,25 @@ class Quota(models.Model):
     organization = models.OneToOneField(
         Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="quota"
     )
+    api_token = models.OneToOneField(
+        "ApiToken",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="quota",
+        verbose_name="gateway key",
+    )
     tokens_per_day = models.BigIntegerField(null=True, blank=True)
     tokens_per_month = models.BigIntegerField(null=True, blank=True)
     usd_per_day = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     usd_per_month = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     max_concurrent = models.PositiveIntegerField(null=True, blank=True)
-    weight = models.DecimalField(max_digits=8, decimal_places=3, default=Decimal("1"))
+    weight = models.DecimalField(
+        max_digits=8,
+        decimal_places=3,
+        default=Decimal("1"),
+        help_text="Fair-share weight in the scheduler; unused for a gateway key's budget.",
+    )
     allowed_priorities = models.JSONField(
         default=list, blank=True, help_text="Priority classes this holder may use; empty means all."
     )
@@ -55,14 +83,14 @@ class Quota(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=(Q(user__isnull=False) & Q(organization__isnull=True))
-                | (Q(user__isnull=True) & Q(organization__isnull=False)),
-                name="quota_exactly_one_holder",
+                condition=_exactly_one_holder(), name="quota_exactly_one_holder"
             ),
             models.CheckConstraint(condition=Q(weight__gt=0), name="quota_weight_positive"),
         ]
 
     def __str__(self) -> str:
+        if self.api_token_id:
+            return f"Budget of gateway key {self.api_token}"
         return f"Quota for {self.user or self.organization}"
 
 
@@ -260,7 +288,8 @@ class RateLimitOverride(models.Model):
 
 
 class QuotaAlert(models.Model):
-    """A user or organization passed a threshold (80 %, 100 %) of one of its quotas.
+    """A user, organization or gateway key passed a threshold (80 %, 100 %) of one of its
+    quotas (a key's: its budget).
 
     Written by ``quotas.settle`` at most once per holder, quota, threshold and period (the
     conditional unique constraints hold that even if Redis forgot it already alerted).
@@ -283,6 +312,14 @@ class QuotaAlert(models.Model):
     organization = models.ForeignKey(
         Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="quota_alerts"
     )
+    api_token = models.ForeignKey(
+        ApiToken,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="quota_alerts",
+        verbose_name="gateway key",
+    )
     metric = models.PositiveSmallIntegerField(choices=Metric.choices)
     threshold = models.PositiveSmallIntegerField(help_text="Percent of the limit: 80 or 100.")
     used = models.DecimalField(max_digits=20, decimal_places=6)
@@ -294,9 +331,7 @@ class QuotaAlert(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(
-                condition=(Q(user__isnull=False) & Q(organization__isnull=True))
-                | (Q(user__isnull=True) & Q(organization__isnull=False)),
-                name="quota_alert_exactly_one_holder",
+                condition=_exactly_one_holder(), name="quota_alert_exactly_one_holder"
             ),
             models.UniqueConstraint(
                 fields=["user", "metric", "threshold", "period_start"],
@@ -308,14 +343,24 @@ class QuotaAlert(models.Model):
                 condition=Q(organization__isnull=False),
                 name="quota_alert_once_per_org_period",
             ),
+            models.UniqueConstraint(
+                fields=["api_token", "metric", "threshold", "period_start"],
+                condition=Q(api_token__isnull=False),
+                name="quota_alert_once_per_key_period",
+            ),
         ]
 
     def __str__(self) -> str:
         return (
             f"{self.holder_label} passed {self.threshold}% of its "
-            f"{self.get_metric_display()} quota ({self.period_start})"
+            f"{self.get_metric_display()} {'budget' if self.api_token_id else 'quota'} "
+            f"({self.period_start})"
         )
 
     @property
     def holder_label(self) -> str:
-        return f"user {self.user}" if self.user_id else f"organization {self.organization}"
+        if self.user_id:
+            return f"user {self.user}"
+        if self.organization_id:
+            return f"organization {self.organization}"
+        return f"gateway key {self.api_token}"

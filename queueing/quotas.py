@@ -1,7 +1,9 @@
-"""Quota admission: may this user (and their organization) spend this much more?
+"""Quota admission: may this user (their organization, the gateway key used) spend this much more?
 
-``Quota`` rows (per user and per organization) cap tokens and US dollars per UTC day and per
-UTC month, the number of requests in progress, and which priority classes may be used.
+``Quota`` rows (per user, per organization and per gateway key — a key's is its *budget*) cap
+tokens and US dollars per UTC day and per UTC month, the number of requests in progress, and
+which priority classes may be used. A request made with a key counts against all three
+holders: the key's budget never lifts its user's or organization's own quota, the tightest wins.
 
 Protocol (keyed by request id, so every step is idempotent — a redelivered job cannot double
 count): ``admit`` reserves the request's WORST-CASE cost (estimated input + max_tokens, and its
@@ -10,20 +12,22 @@ call is recorded in ``audit_log``) → or ``release`` gives the reservation back
 billed (cancelled, failed).
 
 What is atomic. ``admit`` is ONE Lua script (``queueing/lua/quota_admit.lua``) over every counter
-of both holders — user and organization × day and month × tokens and micro-USD — and both
-in-flight sets: it checks all of them and charges all of them, or none. Fifty concurrent
+of every holder — user, organization and key × day and month × tokens and micro-USD — and
+every in-flight set: it checks all of them and charges all of them, or none. Fifty concurrent
 submissions against room for ten admit exactly ten. ``settle`` and ``release`` are one script
 each. Money is counted in integer micro-dollars.
 
-Counters live per holder and period (``gw:q:user:7:day:20261130``) with a TTL past the period's
-end. A counter that does not exist (a new period, or Redis lost its data) is first rebuilt from
-the database by a *usage loader* ``(holder_kind, holder_id, period_start) -> (tokens, usd)``
-(``GATEWAY_QUOTA_USAGE_LOADER`` or the ``usage_loader`` argument; by default zeros). After a
-Redis restart, reservations of requests in progress are gone: until those settle they do not
-count against ``max_concurrent`` or the held amounts.
+Counters live per holder and period (``gw:q:user:7:day:20261130``, ``gw:q:key:3:month:202611``)
+with a TTL past the period's end. A counter that does not exist (a new period, or Redis lost
+its data) is first rebuilt from the database by a *usage loader* ``(holder_kind, holder_id,
+period_start) -> (tokens, usd)`` (``GATEWAY_QUOTA_USAGE_LOADER`` or the ``usage_loader``
+argument; by default zeros; the project's, ``audit_log_usage_loader``, reads a key's spend
+from the audit rows of its requests). After a Redis restart, reservations of requests in
+progress are gone: until those settle they do not count against ``max_concurrent`` or the
+held amounts.
 
 ``settle`` raises a ``QuotaAlert`` (row, WARNING log, mail to ``ADMINS`` when configured) the
-first time a holder passes 80% / 100% of a quota in a period.
+first time a holder passes 80% / 100% of a quota (a key's budget) in a period.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from organizations.models import Organization
 from queueing import conf
 from queueing.conf import UsageLoader
 from queueing.lua import LuaScript
-from queueing.models import Quota, QuotaAlert
+from queueing.models import ApiToken, Quota, QuotaAlert
 from ratelimit_project.redis import get_redis
 
 log = logging.getLogger(__name__)
@@ -57,10 +61,10 @@ _SETTLE = LuaScript("quota_settle", prelude=_LIB)
 _RELEASE = LuaScript("quota_release", prelude=_LIB)
 
 MICRO = Decimal("1000000")
-HolderKind = Literal["user", "organization"]
+HolderKind = Literal["user", "organization", "key"]
 Period = Literal["day", "month"]
 _PERIODS: tuple[Period, ...] = ("day", "month")
-_KEY_KIND = {"user": "user", "organization": "org"}
+_KEY_KIND = {"user": "user", "organization": "org", "key": "key"}
 # counters stay readable a day past their period: a request settled after midnight still finds
 # the counter its reservation was held on
 _PERIOD_GRACE = timedelta(days=1)
@@ -166,8 +170,22 @@ def _holder_name(holder: _Holder) -> str:
     if holder.kind == "user":
         user = get_user_model().objects.filter(pk=holder.id).first()
         return f"user {user.get_username()}" if user else f"user #{holder.id}"
+    if holder.kind == "key":
+        # the name people gave it and the prefix they can see (never more of the key)
+        token = ApiToken.objects.filter(pk=holder.id).only("name", "prefix").first()
+        return (
+            f"gateway key '{token.name}' ({token.prefix}…)"
+            if token
+            else f"gateway key #{holder.id}"
+        )
     org = Organization.objects.filter(pk=holder.id).only("name").first()
     return f"organization {org.name}" if org else f"organization #{holder.id}"
+
+
+def _limit_of(holder: _Holder, name: str) -> str:
+    """How a refusal names the limit: a key's quota is its budget ("budget of gateway key
+    'x' (gwt_…)"), a person's or organization's is a quota ("quota for user alice")."""
+    return f"budget of {name}" if holder.kind == "key" else f"quota for {name}"
 
 
 def _quota_label(kind: HolderKind, period: Period, unit: str) -> str:
@@ -177,16 +195,24 @@ def _quota_label(kind: HolderKind, period: Period, unit: str) -> str:
 # --- holders ---------------------------------------------------------------------------------
 
 
-def _holders(*, user_id: int, org_id: int | None) -> list[_Holder]:
+def _holders(*, user_id: int, org_id: int | None, key_id: int | None) -> list[_Holder]:
+    """The user, their organization (if any) and the gateway key used (if any), with their
+    Quota rows (one query). A holder without a row is still counted, so its usage is known
+    the moment it gets one."""
     condition = Q(user_id=user_id)
     if org_id is not None:
         condition |= Q(organization_id=org_id)
+    if key_id is not None:
+        condition |= Q(api_token_id=key_id)
     quotas = list(Quota.objects.filter(condition))
     by_user = next((q for q in quotas if q.user_id == user_id), None)
     holders = [_Holder("user", user_id, by_user)]
     if org_id is not None:
         by_org = next((q for q in quotas if q.organization_id == org_id), None)
         holders.append(_Holder("organization", org_id, by_org))
+    if key_id is not None:
+        by_key = next((q for q in quotas if q.api_token_id == key_id), None)
+        holders.append(_Holder("key", key_id, by_key))
     return holders
 
 
@@ -263,15 +289,16 @@ def admit(
     tokens: int,
     usd: Decimal,
     priority: str,
+    key_id: int | None = None,
     now: datetime | float | None = None,
     usage_loader: UsageLoader | None = None,
 ) -> QuotaCheck:
     """Reserve ``tokens`` and ``usd`` (the worst case) for this request against every quota of
-    the user and their organization, or nothing. Admitting the same request again is a no-op
-    that answers admitted."""
+    the user, their organization and the gateway key ``key_id`` it came with, or nothing.
+    Admitting the same request again is a no-op that answers admitted."""
     _check_amounts(tokens, usd)
     moment = _now(now)
-    holders = _holders(user_id=user_id, org_id=org_id)
+    holders = _holders(user_id=user_id, org_id=org_id, key_id=key_id)
 
     for holder in holders:
         allowed = list(holder.quota.allowed_priorities or []) if holder.quota else []
@@ -356,8 +383,9 @@ def admit(
             used=committed,
             resets_at=end,
             message=(
-                f"{what} token quota for {name} exceeded: {committed:,} of {token_limit:,} used, "
-                f"this request needs up to {tokens:,}; resets at {_format_reset(end)}."
+                f"{what} token {_limit_of(holder, name)} exceeded: {committed:,} of "
+                f"{token_limit:,} used, this request needs up to {tokens:,}; resets at "
+                f"{_format_reset(end)}."
             ),
         )
     usd_limit = _usd(_limit_micro_usd(holder.quota, period))
@@ -369,7 +397,7 @@ def admit(
         used=used_usd,
         resets_at=end,
         message=(
-            f"{what} USD quota for {name} exceeded: {_format_usd(used_usd)} of "
+            f"{what} USD {_limit_of(holder, name)} exceeded: {_format_usd(used_usd)} of "
             f"{_format_usd(usd_limit)} used, this request needs up to "
             f"{_format_usd(_usd(usd_micro))}; resets at {_format_reset(end)}."
         ),
@@ -383,6 +411,7 @@ def settle(
     request_id: int,
     tokens: int,
     usd: Decimal,
+    key_id: int | None = None,
     now: datetime | float | None = None,
     usage_loader: UsageLoader | None = None,
 ) -> list[QuotaAlertEvent]:
@@ -390,11 +419,13 @@ def settle(
 
     Call it after the call is recorded in ``audit_log``: a counter rebuilt here from the
     database already includes the call. Works without a reservation too (e.g. it expired):
-    the actual cost is still counted. Returns the alerts this settlement raised.
+    the actual cost is still counted. Pass the same holders as to ``admit`` (``key_id`` too):
+    the cost is added to the counters of the holders named here. Returns the alerts this
+    settlement raised.
     """
     _check_amounts(tokens, usd)
     moment = _now(now)
-    holders = _holders(user_id=user_id, org_id=org_id)
+    holders = _holders(user_id=user_id, org_id=org_id, key_id=key_id)
     counters = _counters(holders, moment)
     client = get_redis()
     loader, loader_reads_usage = _resolve_loader(usage_loader)
@@ -427,9 +458,14 @@ def release(
     user_id: int,
     org_id: int | None,
     request_id: int,
+    key_id: int | None = None,
     now: datetime | float | None = None,
 ) -> None:
-    """Give the reservation back (cancelled, or failed before anything was billed). Idempotent."""
+    """Give the reservation back (cancelled, or failed before anything was billed). Idempotent.
+
+    The reservation itself names the counters and in-flight sets it holds (every holder's,
+    the key's too), so the holders are not looked up; they are taken for symmetry with
+    ``admit`` and ``settle``."""
     _RELEASE(get_redis(), keys=[f"gw:q:res:{request_id}"], args=[request_id])
 
 
@@ -482,6 +518,9 @@ def _raise_alerts(
     return events
 
 
+_OWNER_FIELD = {"user": "user_id", "organization": "organization_id", "key": "api_token_id"}
+
+
 def _record_alert(
     *,
     holder: _Holder,
@@ -493,7 +532,7 @@ def _record_alert(
     period_start: date,
 ) -> QuotaAlertEvent | None:
     """Write the alert row (at most one per holder, metric, threshold and period), log, mail."""
-    owner = {"user_id": holder.id} if holder.kind == "user" else {"organization_id": holder.id}
+    owner = {_OWNER_FIELD[holder.kind]: holder.id}
     try:
         with transaction.atomic():
             alert = QuotaAlert.objects.create(
@@ -510,13 +549,16 @@ def _record_alert(
     label = _quota_label(holder.kind, period, unit)
     shown_used = f"{used:,}" if unit == "tokens" else _format_usd(Decimal(used))
     shown_limit = f"{limit:,}" if unit == "tokens" else _format_usd(Decimal(limit))
+    noun = "budget" if holder.kind == "key" else "quota"
     text = (
         f"{name} has used {threshold}% of its {'daily' if period == 'day' else 'monthly'} "
-        f"{unit} quota: {shown_used} of {shown_limit} (period starting {period_start})."
+        f"{unit} {noun}: {shown_used} of {shown_limit} (period starting {period_start})."
     )
-    log.warning("quota alert: %s", text)
+    log.warning("%s alert: %s", noun, text)
     if getattr(settings, "ADMINS", None):
-        mail_admins(f"Quota alert: {name} at {threshold}% ({label})", text, fail_silently=True)
+        mail_admins(
+            f"{noun.capitalize()} alert: {name} at {threshold}% ({label})", text, fail_silently=True
+        )
     return QuotaAlertEvent(
         holder_kind=holder.kind,
         holder_id=holder.id,
@@ -558,11 +600,15 @@ def audit_log_usage_loader(
     holder_kind: str, holder_id: int, period_start: datetime
 ) -> tuple[int, Decimal]:
     """Billed tokens and USD since ``period_start`` from the usage rollups (kept in the same
-    transaction as every audit_log row): what a quota counter is rebuilt from after Redis lost it."""
+    transaction as every audit_log row), or for a gateway key from the audit_log rows of the
+    requests made with it: what a quota counter is rebuilt from after Redis lost it."""
     from usage.selectors import spend_since  # late: usage's selectors are only needed on a rebuild
 
+    since = period_start.date()
     if holder_kind == "user":
-        totals = spend_since(since=period_start.date(), user_id=holder_id)
+        totals = spend_since(since=since, user_id=holder_id)
+    elif holder_kind == "key":
+        totals = spend_since(since=since, api_token_id=holder_id)
     else:
-        totals = spend_since(since=period_start.date(), organization_id=holder_id)
+        totals = spend_since(since=since, organization_id=holder_id)
     return totals.total_tokens, totals.cost_usd

@@ -247,6 +247,7 @@ def _admit_quota(*, request: LLMRequest, submission: Submission) -> None:
     check = quotas.admit(
         user_id=request.user_id,
         org_id=request.organization_id,
+        key_id=request.api_token_id,
         request_id=request.pk,
         tokens=submission.worst_case_tokens,
         usd=submission.worst_case_usd,
@@ -557,7 +558,10 @@ def cancel_request(*, request: LLMRequest, by_user: Any) -> LLMRequest:
         if updated:
             get_scheduler().remove(request_id=request.pk)
             quotas.release(
-                user_id=request.user_id, org_id=request.organization_id, request_id=request.pk
+                user_id=request.user_id,
+                org_id=request.organization_id,
+                key_id=request.api_token_id,
+                request_id=request.pk,
             )
     request.refresh_from_db()
     if not updated:
@@ -823,6 +827,7 @@ def _settle_succeeded(
     quotas.settle(
         user_id=request.user_id,
         org_id=request.organization_id,
+        key_id=request.api_token_id,
         request_id=request.pk,
         tokens=usage.total_input_tokens + usage.output_tokens,
         usd=row.cost_usd,
@@ -879,6 +884,7 @@ def _finish_from_response_cache(
     quotas.settle(
         user_id=request.user_id,
         org_id=request.organization_id,
+        key_id=request.api_token_id,
         request_id=request.pk,
         tokens=0,
         usd=Decimal(0),
@@ -927,7 +933,12 @@ def _finish_failed(
     _write_with_retry(write, f"failed request {request.pk}")
     if reservation is not None:
         get_limiter().reconcile(reservation=reservation, input_tokens=0, output_tokens=0)
-    quotas.release(user_id=request.user_id, org_id=request.organization_id, request_id=request.pk)
+    quotas.release(
+        user_id=request.user_id,
+        org_id=request.organization_id,
+        key_id=request.api_token_id,
+        request_id=request.pk,
+    )
     notifications.notify_done(request.pk)
 
 
@@ -1044,6 +1055,7 @@ def recover_orphans(*, grace_s: float | None = None) -> int:
             "estimated_input_tokens",
             "max_tokens",
             "organization_id",
+            "api_token_id",
             "created_at",
             "reserved_tokens",
             "reserved_usd",
@@ -1054,6 +1066,7 @@ def recover_orphans(*, grace_s: float | None = None) -> int:
         check = quotas.admit(
             user_id=request.user_id,
             org_id=request.organization_id,
+            key_id=request.api_token_id,
             request_id=request.pk,
             tokens=request.reserved_tokens,
             usd=request.reserved_usd,
@@ -1091,10 +1104,10 @@ def _settle_stranded_reservations(*, cutoff: dt.datetime) -> int:
             pk__in=reserved[start : start + 500],
             status__in=LLMRequest.TERMINAL,
             finished_at__lt=cutoff,
-        ).values_list("pk", "user_id", "organization_id", "status")
-        for pk, user_id, org_id, status in finished:
+        ).values_list("pk", "user_id", "organization_id", "api_token_id", "status")
+        for pk, user_id, org_id, key_id, status in finished:
             if status != Status.SUCCEEDED:
-                quotas.release(user_id=user_id, org_id=org_id, request_id=pk)
+                quotas.release(user_id=user_id, org_id=org_id, key_id=key_id, request_id=pk)
                 count += 1
                 continue
             # One success row per request (recording is idempotent per dispatch); settled as
@@ -1105,6 +1118,7 @@ def _settle_stranded_reservations(*, cutoff: dt.datetime) -> int:
             quotas.settle(
                 user_id=user_id,
                 org_id=org_id,
+                key_id=key_id,
                 request_id=pk,
                 tokens=billed.total_input_tokens + billed.output_tokens if billed else 0,
                 usd=billed.cost_usd if billed else Decimal(0),

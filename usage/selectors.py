@@ -2,7 +2,8 @@
 
 Everything over a date range reads the rollup tables (``UsageDaily``,
 ``OrganizationUsageDaily``, ``SessionUsage``), never a GROUP BY over ``audit_log``; only one
-session's calls (few, by index) and the streamed audit export read ``audit_log``. Pages and
+session's calls (few, by index), the streamed audit export and a gateway key's spend (a quota
+counter's rebuild; ``spend_since``) read ``audit_log``. Pages and
 JSON build their numbers from the same ``Totals.as_dict()``, so they cannot disagree.
 """
 
@@ -667,14 +668,31 @@ def orgs_usage(*, date_range: DateRange) -> list[OrgUsage]:
 
 
 def spend_since(
-    *, since: dt.date, user_id: int | None = None, organization_id: int | None = None
+    *,
+    since: dt.date,
+    user_id: int | None = None,
+    organization_id: int | None = None,
+    api_token_id: int | None = None,
 ) -> Totals:
-    """Totals from ``since`` (UTC day, inclusive) to now for one user or one organization —
-    for quota checks that want billed usage from the rollups."""
-    if (user_id is None) == (organization_id is None):
-        raise ValueError("give exactly one of user_id and organization_id")
+    """Totals from ``since`` (UTC day, inclusive) to now for one user, one organization or one
+    gateway key — for quota checks that want billed usage.
+
+    A user's and an organization's come from the rollups. No rollup is kept per key: a key's
+    are summed from the audit_log rows of the requests made with it (through
+    ``llm_request``, by the lookup's name: usage does not import queueing), with the same
+    aggregates that rebuild the rollups. A quota counter is rebuilt rarely (a new period, or
+    Redis lost its data), and both foreign keys on the way are indexed.
+    """
+    if sum(holder is not None for holder in (user_id, organization_id, api_token_id)) != 1:
+        raise ValueError("give exactly one of user_id, organization_id and api_token_id")
     if user_id is not None:
         return _totals(UserUsageDaily.objects.filter(user_id=user_id, day__gte=since))
+    if api_token_id is not None:
+        start = dt.datetime.combine(since, dt.time.min, tzinfo=dt.UTC)
+        rows = AuditLog.objects.filter(
+            llm_request__api_token_id=api_token_id, occurred_at__gte=start
+        )
+        return _summed(rows.aggregate(**{_P + c.name: c.total() for c in UsageCounters.COUNTERS}))
     return _totals(
         OrganizationUsageDaily.objects.filter(organization=organization_id, day__gte=since)
     )

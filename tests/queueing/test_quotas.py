@@ -8,15 +8,20 @@ import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import count
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.core import mail
 from django.db import connections
 
+from llm_calls.types import Usage
 from organizations.models import Organization
 from queueing import quotas
-from queueing.models import Quota, QuotaAlert
+from queueing.auth import api_token_create
+from queueing.models import ApiToken, LLMRequest, Quota, QuotaAlert
+from tests.usage.factories import record
+from usage import services as usage_services
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 _ids = count(1)
@@ -487,3 +492,236 @@ def test_the_default_loader_rebuilds_counters_from_audit_log(redis_client, alice
         usd=Decimal("0"),
         priority="query",
     ).admitted
+
+
+# --- gateway keys: a budget is one more holder ---------------------------------------------
+
+
+@pytest.fixture
+def bot_key(alice) -> ApiToken:
+    token, _ = api_token_create(user=alice, name="billing bot")
+    return token
+
+
+def key_name(token: ApiToken) -> str:
+    return f"gateway key 'billing bot' ({token.prefix}…)"
+
+
+def test_a_key_budget_admits_until_it_is_spent_then_refuses_naming_the_key(
+    redis_client, alice, bot_key
+) -> None:
+    Quota.objects.create(api_token=bot_key, usd_per_day=Decimal("0.05"))
+    for _ in range(5):
+        assert admit(alice, usd="0.01", key_id=bot_key.pk).admitted
+    check = admit(alice, usd="0.01", key_id=bot_key.pk)
+    assert not check.admitted
+    assert check.quota == "key daily USD"
+    assert check.message == (
+        f"Daily USD budget of {key_name(bot_key)} exceeded: $0.05 of $0.05 used, this request "
+        "needs up to $0.01; resets at 2026-12-01 00:00 UTC."
+    )
+    # the budget is the key's: the same user without it, or with another key, still admits
+    other, _ = api_token_create(user=alice, name="notebook")
+    assert admit(alice, usd="0.01").admitted
+    assert admit(alice, usd="0.01", key_id=other.pk).admitted
+
+
+def test_a_key_refusal_reads_like_the_other_quotas(redis_client, alice, bot_key) -> None:
+    Quota.objects.create(api_token=bot_key, usd_per_month=Decimal("5"))
+
+    def loader(kind: str, holder_id: int, start: datetime) -> tuple[int, Decimal]:
+        spent = (kind, holder_id, start.day) == ("key", bot_key.pk, 1)
+        return 0, Decimal("4.98") if spent else Decimal("0")
+
+    check = admit(alice, usd="0.04", key_id=bot_key.pk, usage_loader=loader)
+    assert not check.admitted
+    assert check.message == (
+        f"Monthly USD budget of {key_name(bot_key)} exceeded: $4.98 of $5.00 used, this "
+        "request needs up to $0.04; resets at 2026-12-01 00:00 UTC."
+    )
+    assert (check.quota, check.used, check.limit) == (
+        "key monthly USD",
+        Decimal("4.98"),
+        Decimal("5"),
+    )
+
+
+@pytest.mark.parametrize("tightest", ["user", "organization", "key"])
+def test_the_users_and_organizations_quotas_still_apply_to_a_keys_requests(
+    redis_client, alice, acme, bot_key, tightest
+) -> None:
+    """A budget never lifts its user's or organization's quota: whichever is tightest refuses,
+    and the refused request charges none of the three."""
+    owners: dict[str, dict[str, Any]] = {
+        "user": {"user": alice},
+        "organization": {"organization": acme},
+        "key": {"api_token": bot_key},
+    }
+    for holder, owner in owners.items():
+        limit = Decimal("0.03") if holder == tightest else Decimal("1")
+        Quota.objects.create(**owner, usd_per_day=limit)
+    for _ in range(3):
+        assert admit(alice, org=acme, usd="0.01", key_id=bot_key.pk).admitted
+    check = admit(alice, org=acme, usd="0.01", key_id=bot_key.pk)
+    assert not check.admitted
+    assert check.quota == f"{tightest} daily USD"
+    for kind, holder_id in (("user", alice.pk), ("organization", acme.pk), ("key", bot_key.pk)):
+        assert counters(kind, holder_id)["day"]["usd_held"] == Decimal("0.03"), kind
+
+
+def test_settle_moves_the_keys_counter_to_the_actual_cost(redis_client, alice, bot_key) -> None:
+    Quota.objects.create(api_token=bot_key, usd_per_day=Decimal("1"))
+    request_id = rid()
+    assert admit(alice, tokens=4_000, usd="0.05", request_id=request_id, key_id=bot_key.pk).admitted
+    assert counters("key", bot_key.pk)["day"]["usd_held"] == Decimal("0.05")
+    assert counters("key", bot_key.pk)["in_flight"] == 1
+    for _ in range(2):  # a redelivered job settles again: nothing changes
+        quotas.settle(
+            user_id=alice.pk,
+            org_id=None,
+            key_id=bot_key.pk,
+            request_id=request_id,
+            tokens=1_500,
+            usd=Decimal("0.0123455"),
+            now=NOW,
+        )
+    for period in ("day", "month"):
+        row = counters("key", bot_key.pk)[period]
+        assert (row["tokens_used"], row["tokens_held"]) == (1_500, 0)
+        assert (row["usd_used"], row["usd_held"]) == (Decimal("0.012346"), 0)
+    assert counters("key", bot_key.pk)["in_flight"] == 0
+
+
+def test_release_gives_the_keys_reservation_back(redis_client, alice, bot_key) -> None:
+    Quota.objects.create(api_token=bot_key, usd_per_day=Decimal("0.05"), max_concurrent=1)
+    request_id = rid()
+    assert admit(alice, usd="0.05", request_id=request_id, key_id=bot_key.pk).admitted
+    refused = admit(alice, usd="0.01", key_id=bot_key.pk)
+    assert not refused.admitted and refused.quota == "key daily USD"
+    quotas.release(user_id=alice.pk, org_id=None, key_id=bot_key.pk, request_id=request_id)
+    assert counters("key", bot_key.pk)["day"]["usd_held"] == 0
+    assert counters("key", bot_key.pk)["in_flight"] == 0
+    assert admit(alice, usd="0.05", key_id=bot_key.pk).admitted
+
+
+def test_a_key_budget_alerts_at_80_and_100_percent_once_per_period(
+    redis_client, alice, bot_key, caplog
+) -> None:
+    Quota.objects.create(api_token=bot_key, usd_per_day=Decimal("1"))
+
+    def settle(usd: str) -> list[quotas.QuotaAlertEvent]:
+        request_id = rid()
+        assert admit(alice, usd=usd, request_id=request_id, key_id=bot_key.pk).admitted
+        return quotas.settle(
+            user_id=alice.pk,
+            org_id=None,
+            key_id=bot_key.pk,
+            request_id=request_id,
+            tokens=10,
+            usd=Decimal(usd),
+            now=NOW,
+        )
+
+    with caplog.at_level(logging.WARNING, logger="queueing.quotas"):
+        events = settle("0.85")
+    assert [(e.holder_kind, e.quota, e.threshold) for e in events] == [("key", "key daily USD", 80)]
+    assert (
+        f"{key_name(bot_key)} has used 80% of its daily USD budget: $0.85 of $1.00" in caplog.text
+    )
+    assert [e.threshold for e in settle("0.15")] == [100]
+    alerts = QuotaAlert.objects.filter(api_token=bot_key).order_by("threshold")
+    assert [(a.metric, a.threshold) for a in alerts] == [
+        (QuotaAlert.Metric.DAILY_USD, 80),
+        (QuotaAlert.Metric.DAILY_USD, 100),
+    ]
+    assert str(alerts[0]).startswith(f"gateway key {bot_key} passed 80% of its daily USD budget")
+    for key in redis_client.keys("*:alert:*"):  # Redis forgot: the database still says once
+        redis_client.delete(key)
+    assert settle("0") == []
+    assert QuotaAlert.objects.count() == 2
+
+
+def test_a_key_counter_rebuilt_after_redis_lost_it_counts_the_keys_earlier_spend(
+    redis_client, alice, bot_key, settings
+) -> None:
+    """The default loader sums audit_log over the key's requests: only those, not the user's
+    other calls."""
+    settings.GATEWAY_QUOTA_USAGE_LOADER = "queueing.quotas.audit_log_usage_loader"
+    usage_services.prices_seed_defaults()
+    Quota.objects.create(api_token=bot_key, tokens_per_day=10_000)
+    assert admit(alice, tokens=1, key_id=bot_key.pk, now=None).admitted  # counters exist...
+    with_key = LLMRequest.objects.create(
+        user=alice,
+        session_id="s",
+        model="claude-sonnet-5-5",
+        params={},
+        max_tokens=3_000,
+        status=LLMRequest.Status.SUCCEEDED,
+        api_token=bot_key,
+    )
+    billed = record(
+        user=alice,
+        model="claude-sonnet-5-5",
+        usage=Usage(input_tokens=6_000, output_tokens=3_000),
+        llm_request=with_key,
+    )
+    record(user=alice, model="claude-sonnet-5-5", usage=Usage(input_tokens=50_000))  # no key
+    redis_client.flushall()  # ...and are lost (a Redis restart without its data)
+
+    check = admit(alice, tokens=1_001, key_id=bot_key.pk, now=None)
+    assert not check.admitted
+    assert check.quota == "key daily tokens"
+    assert f"Daily token budget of {key_name(bot_key)} exceeded: 9,000 of 10,000" in check.message
+    assert admit(alice, tokens=1_000, key_id=bot_key.pk, now=None).admitted
+    assert counters("key", bot_key.pk, now=None)["day"]["usd_used"] == billed.cost_usd > 0
+
+
+# --- THE test for keys: concurrent submissions never overspend a budget --------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("budget", ["usd", "concurrency"])
+def test_thirty_concurrent_threads_against_a_key_budget_for_five_admit_exactly_five(
+    redis_client, budget
+) -> None:
+    user = User.objects.create_user(username="key-racer")
+    org = Organization.objects.create(name="Key racers")
+    token, _ = api_token_create(user=user, name="racing key")
+    if budget == "usd":
+        Quota.objects.create(api_token=token, usd_per_day=Decimal("0.50"))
+    else:
+        Quota.objects.create(api_token=token, max_concurrent=5)
+    barrier = threading.Barrier(30)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def contender(request_id: int) -> None:
+        try:
+            barrier.wait()
+            check = quotas.admit(
+                user_id=user.pk,
+                org_id=org.pk,
+                key_id=token.pk,
+                request_id=request_id,
+                tokens=1_000,
+                usd=Decimal("0.10"),
+                priority="query",
+                now=NOW,
+            )
+            with lock:
+                results.append(check.admitted)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=contender, args=(30_000 + n,)) for n in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 30
+    assert results.count(True) == 5
+    assert counters("key", token.pk)["in_flight"] == 5
+    assert counters("key", token.pk)["day"]["usd_held"] == Decimal("0.50")
+    # all or nothing: the user and organization were charged for exactly the same five
+    assert counters("user", user.pk)["day"]["usd_held"] == Decimal("0.50")
+    assert counters("organization", org.pk)["in_flight"] == 5

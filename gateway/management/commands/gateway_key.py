@@ -2,11 +2,14 @@
 
 A key belongs to a user. With ``--org``, the user is that organization's *service account*:
 created if it does not exist yet (it cannot log in to the pages), and its spend lands on the
-organization's dashboards and quotas like a member's.
+organization's dashboards and quotas like a member's. ``--budget-usd-per-day`` /
+``--budget-usd-per-month`` give the key a budget of its own (its ``Quota`` row, made with it),
+on top of its user's and organization's quotas.
 """
 
 from argparse import ArgumentParser
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -35,6 +38,13 @@ class Command(BaseCommand):
             "--models", default="", help="Comma-separated model ids the key may use (default: all)."
         )
         create.add_argument("--priority", default="", help="The key's default priority class.")
+        create.add_argument(
+            "--budget-usd-per-day", help="The most the key may spend per UTC day, in US dollars."
+        )
+        create.add_argument(
+            "--budget-usd-per-month",
+            help="The most the key may spend per UTC month, in US dollars.",
+        )
         listing = actions.add_parser("list", help="List keys (never the keys themselves).")
         listing.add_argument("--user", help="Only this user's keys.")
         revoke = actions.add_parser("revoke", help="Revoke a key by its prefix.")
@@ -61,6 +71,8 @@ class Command(BaseCommand):
         days = options["expires_days"]
         if days is not None and not days > 0:
             raise CommandError(f"--expires-days must be more than 0, got {days}")
+        per_day = _budget("--budget-usd-per-day", options["budget_usd_per_day"])
+        per_month = _budget("--budget-usd-per-month", options["budget_usd_per_month"])
         with transaction.atomic():
             user = self._owner(name=options["user"], org_name=options["org"])
             token, raw = api_token_create(
@@ -69,9 +81,18 @@ class Command(BaseCommand):
                 expires_at=None if days is None else timezone.now() + timedelta(days=days),
                 allowed_models=models,
                 default_priority=priority,
+                budget_usd_per_day=per_day,
+                budget_usd_per_month=per_month,
             )
+        budget = ", ".join(
+            f"${amount:,} per {period}"
+            for amount, period in ((per_day, "day"), (per_month, "month"))
+            if amount is not None
+        )
         self.stdout.write(
-            f"Created key {token.prefix}… for {user.get_username()}; it is shown once:"
+            f"Created key {token.prefix}… for {user.get_username()}"
+            + (f" (budget {budget})" if budget else "")
+            + "; it is shown once:"
         )
         self.stdout.write(raw)
 
@@ -124,3 +145,27 @@ class Command(BaseCommand):
             )
         ApiToken.objects.filter(pk=matches[0].pk).update(revoked=True)
         self.stdout.write(f"Revoked {matches[0].prefix}… ({matches[0].name})")
+
+
+# The budget columns: 14 digits, 6 after the point (micro-dollars, as quotas count money).
+_BUDGET_PLACES = Decimal("0.000001")
+_BUDGET_MAX = Decimal("99999999.999999")
+
+
+def _budget(flag: str, given: str | None) -> Decimal | None:
+    """A budget in US dollars, more than 0, at most to the micro-dollar; None if not given."""
+    if given is None:
+        return None
+    try:
+        amount = Decimal(given.strip())
+    except InvalidOperation:
+        raise CommandError(
+            f"{flag} must be an amount in US dollars, e.g. 5 or 2.50; got {given!r}"
+        ) from None
+    if not amount.is_finite() or not amount > 0:
+        raise CommandError(f"{flag} must be more than 0 US dollars, got {given!r}")
+    if amount > _BUDGET_MAX or amount != amount.quantize(_BUDGET_PLACES):
+        raise CommandError(
+            f"{flag} must be at most ${_BUDGET_MAX:,} with at most 6 decimal places, got {given!r}"
+        )
+    return amount
