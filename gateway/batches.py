@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import json
 import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from gateway.models import MessageBatch, MessageBatchItem
@@ -32,6 +35,7 @@ from llm_calls.batches import MAX_BATCH_REQUESTS
 from llm_calls.validation import InvalidRequest
 from queueing import conf, services
 from queueing.models import ApiToken, LLMRequest
+from queueing.services import IDEMPOTENCY_KEY_RE
 
 Status = LLMRequest.Status
 
@@ -84,6 +88,19 @@ def create(*, token: ApiToken, body: Mapping[str, Any], headers: Mapping[str, st
     """Check the whole batch, then queue one batch-route request per item."""
     fresh_connections()
     requests = _requests(body)
+    key = headers.get("idempotency-key")
+    fingerprint = ""
+    if key is not None:
+        if not IDEMPOTENCY_KEY_RE.fullmatch(key):
+            raise _invalid(
+                "Idempotency-Key: must be 1 to 255 printable ASCII characters, not starting "
+                "or ending with a space"
+            )
+        canonical = json.dumps(requests, sort_keys=True, separators=(",", ":"))
+        fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
+        earlier = _replayed(token=token, key=key, fingerprint=fingerprint)
+        if earlier is not None:
+            return earlier
     if not conf.batch_priority_classes():
         raise GatewayError("api_error", "this gateway has no batch priority class configured")
     public_id = ID_PREFIX + secrets.token_hex(12)
@@ -101,7 +118,21 @@ def create(*, token: ApiToken, body: Mapping[str, Any], headers: Mapping[str, st
             )
         except InvalidRequest as exc:
             raise _invalid(f"requests.{index}.params.{exc}") from None
-    batch = MessageBatch.objects.create(public_id=public_id, user=token.user, api_token=token)
+    try:
+        with transaction.atomic():
+            batch = MessageBatch.objects.create(
+                public_id=public_id,
+                user=token.user,
+                api_token=token,
+                idempotency_key=key or "",
+                idempotency_fingerprint=fingerprint,
+            )
+    except IntegrityError:
+        # A twin with the same key won the race: that one is the batch.
+        twin = _replayed(token=token, key=key or "", fingerprint=fingerprint)
+        if twin is None:
+            raise
+        return twin
     for item in requests:
         try:
             request = services.submit_request(
@@ -116,6 +147,18 @@ def create(*, token: ApiToken, body: Mapping[str, Any], headers: Mapping[str, st
             request = exc.request  # kept as rejected: its result says why
         MessageBatchItem.objects.create(batch=batch, custom_id=item["custom_id"], request=request)
     return batch
+
+
+def _replayed(*, token: ApiToken, key: str, fingerprint: str) -> MessageBatch | None:
+    earlier = MessageBatch.objects.filter(user=token.user, idempotency_key=key).first()
+    if earlier is None:
+        return None
+    if earlier.idempotency_fingerprint != fingerprint:
+        raise _invalid(
+            f"Idempotency-Key: {key!r} already named batch {earlier.public_id} with other "
+            "requests; use a new key for a new batch"
+        )
+    return earlier
 
 
 def find(*, token: ApiToken, public_id: str) -> MessageBatch:

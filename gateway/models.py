@@ -27,10 +27,21 @@ class MessageBatch(models.Model):
     cancel_initiated_at = models.DateTimeField(null=True, blank=True)
     # Deleted by its caller: gone from the API, while its requests stay the billing record.
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # A caller's Idempotency-Key names this batch again, never a second one; the fingerprint
+    # is of the requests it came with, so the key reused for another batch is refused.
+    idempotency_key = models.CharField(max_length=255, blank=True, default="")
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         verbose_name = "message batch"
         verbose_name_plural = "message batches"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="one_batch_per_idempotency_key",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.public_id

@@ -176,3 +176,17 @@ def test_items_a_quota_refuses_are_errored_results_that_say_why(held: Served) ->
         assert "quota" in line.result.error.error.message.lower()
     assert set(LLMRequest.objects.values_list("status", flat=True)) == {"rejected"}
     assert held.emulator.log() == []
+
+
+def test_a_retried_create_with_the_same_idempotency_key_makes_no_second_batch(
+    held: Served,
+) -> None:
+    client = held.sdk()
+    headers = {"Idempotency-Key": "nightly-2026-12-04"}
+    first = client.messages.batches.create(requests=[item("a")], extra_headers=headers)  # type: ignore[list-item]
+    again = client.messages.batches.create(requests=[item("a")], extra_headers=headers)  # type: ignore[list-item]
+    assert again.id == first.id
+    assert MessageBatch.objects.count() == 1 and LLMRequest.objects.count() == 1
+    with pytest.raises(anthropic.BadRequestError, match="Idempotency-Key"):
+        client.messages.batches.create(requests=[item("b")], extra_headers=headers)  # type: ignore[list-item]
+    assert LLMRequest.objects.count() == 1

@@ -349,3 +349,21 @@ def test_a_stream_cut_after_it_began_ends_with_the_api_error_event_and_is_not_re
     # One upstream call, recorded once: what the app saw part of is not sent a second time.
     assert [entry["path"] for entry in served.emulator.log()] == ["/v1/messages"]
     assert AuditLog.objects.filter(llm_request=row).count() == 1
+
+
+def test_a_retry_with_the_same_idempotency_key_gets_the_same_request(served: Served) -> None:
+    client = served.sdk()
+    headers = {"Idempotency-Key": "order-7-summary"}
+    first = client.messages.with_raw_response.create(
+        model=MODEL, max_tokens=32, messages=HELLO, extra_headers=headers
+    )
+    again = client.messages.with_raw_response.create(
+        model=MODEL, max_tokens=32, messages=HELLO, extra_headers=headers
+    )
+    assert first.parse().id == again.parse().id
+    assert first.headers["x-gateway-request-id"] == again.headers["x-gateway-request-id"]
+    assert LLMRequest.objects.count() == 1
+    assert [entry["path"] for entry in served.emulator.log()] == ["/v1/messages"]
+    # The same key for a different body is refused, naming the header.
+    with pytest.raises(anthropic.BadRequestError, match="Idempotency-Key"):
+        client.messages.create(model=MODEL, max_tokens=33, messages=HELLO, extra_headers=headers)
