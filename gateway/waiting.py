@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -74,16 +75,23 @@ class DoneWatcher:
                 self._thread.start()
 
     def _listen(self) -> None:
+        outage = False
         while True:
             try:
                 pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(DONE_CHANNEL)
                 self.subscribed.set()
+                outage = False
                 for message in pubsub.listen():
                     self._announce(message.get("data"))
             except redis.RedisError as exc:
                 self.subscribed.clear()
-                log.warning("done channel unavailable (%s); waiters re-read their rows", exc)
+                if sys.is_finalizing():
+                    return  # the process is exiting: nobody waits any more
+                # Once per outage; waiters meanwhile re-read their rows every RECHECK_S.
+                if not outage:
+                    log.warning("done channel unavailable (%s); waiters re-read their rows", exc)
+                outage = True
                 time.sleep(_RECONNECT_S)
 
     def _announce(self, data: object) -> None:
@@ -152,6 +160,7 @@ class RelayReader:
     def _read(self) -> None:
         wake_key = self._wake_key.encode()
         wake_last: bytes | str = "0-0"
+        outage = False
         while True:
             with self._lock:
                 streams: dict[Any, Any] = {wake_key: wake_last}
@@ -162,9 +171,14 @@ class RelayReader:
                     streams, count=_READ_COUNT, block=_READ_BLOCK_MS
                 )
             except redis.RedisError as exc:
-                log.warning("relay streams unavailable (%s); retrying", exc)
+                if sys.is_finalizing():
+                    return
+                if not outage:
+                    log.warning("relay streams unavailable (%s); retrying", exc)
+                outage = True
                 time.sleep(_RECONNECT_S)
                 continue
+            outage = False
             for key, entries in replies or []:
                 if key == wake_key:
                     wake_last = entries[-1][0]
