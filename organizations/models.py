@@ -14,6 +14,11 @@ from django.db import models
 class Organization(models.Model):
     name = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    alert_webhook_url = models.URLField(
+        blank=True,
+        help_text="Quota alerts of this organization, its members and keys are POSTed here "
+        'as Slack-compatible JSON ({"text": …}); blank: none.',
+    )
 
     class Meta:
         db_table = "queueing_organization"

@@ -176,6 +176,8 @@ class QuotaAlertAdmin(admin.ModelAdmin):
         "limit",
         "period_start",
         "created_at",
+        "emailed_at",
+        "webhook_sent_at",
     ]
     list_filter = ["metric", "threshold", "period_start"]
     search_fields = ["user__username", "organization__name", "api_token__name"]

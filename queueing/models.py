@@ -326,6 +326,13 @@ class QuotaAlert(models.Model):
     limit = models.DecimalField(max_digits=20, decimal_places=6)
     period_start = models.DateField(help_text="First day (UTC) of the day or month it counts.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Delivery to the people concerned (queueing.alert_delivery), off the path of any call:
+    # each channel once, retried with backoff until MAX_ATTEMPTS.
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    webhook_sent_at = models.DateTimeField(null=True, blank=True)
+    delivery_attempts = models.PositiveSmallIntegerField(default=0)
+    next_delivery_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    delivery_error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at"]

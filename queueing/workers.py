@@ -46,7 +46,7 @@ from rq.queue import Queue
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.worker import SimpleWorker
 
-from queueing import batching, conf, cpu_gate, services
+from queueing import alert_delivery, batching, conf, cpu_gate, services
 from queueing.dispatcher import LLM_QUEUE, run_dispatcher
 from ratelimit_project.redis import MAX_POOL_CONNECTIONS, get_redis, redis_url
 
@@ -370,6 +370,8 @@ class WorkerHost:
                     recovered = services.recover_orphans()
                     if recovered:
                         log.warning("re-queued %s orphaned requests", recovered)
+                    # Quota alerts to the people concerned: here, never on a call's path.
+                    alert_delivery.deliver_pending()
             except LOST_REDIS as error:
                 self._outage.began(error)  # logged once per outage, not every round
             except Exception:

@@ -182,6 +182,14 @@ ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "")
 # The Admin API key (sk-ant-admin…) that reads Anthropic's usage and cost reports
 # (llm_calls.client.usage_report / cost_report) at the same base URL; never used for Claude calls.
 ANTHROPIC_ADMIN_API_KEY = os.environ.get("ANTHROPIC_ADMIN_API_KEY", "")
+# Reconciliation (usage.reconcile, `manage.py reconcile`): the gateway's key as the usage report
+# names it (`apikey_…`, Console → API keys); a day is final RECONCILE_SETTLE_HOURS after it ends;
+# a day's cost matches within RECONCILE_COST_TOLERANCE_USD; /metrics alerts above
+# RECONCILE_ALERT_USD of unattributed spend.
+ANTHROPIC_API_KEY_ID = os.environ.get("ANTHROPIC_API_KEY_ID", "")
+RECONCILE_SETTLE_HOURS = env_float("RECONCILE_SETTLE_HOURS", 24.0)
+RECONCILE_COST_TOLERANCE_USD = os.environ.get("RECONCILE_COST_TOLERANCE_USD", "0.005")
+RECONCILE_ALERT_USD = env_float("RECONCILE_ALERT_USD", 1.0)
 ANTHROPIC_TIMEOUT_S = env_float("ANTHROPIC_TIMEOUT_S", 600.0)
 
 # Our retry policy (llm_calls.retry): exponential base * 2**n capped, full jitter, retry-after a floor.
@@ -266,6 +274,22 @@ GATEWAY_QUOTA_USAGE_LOADER = "queueing.quotas.audit_log_usage_loader"
 USAGE_KEY_AUTHENTICATOR = "queueing.auth.user_for_token"
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Mail (quota alerts to the people concerned: queueing.alert_delivery). Without EMAIL_HOST the
+# messages are written to the process's console, which is what the demo shows.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT_S", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "claude-gateway@localhost")
 
 LOGGING = {
     "version": 1,
