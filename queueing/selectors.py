@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from organizations.models import Membership
 from queueing import quotas
-from queueing.models import LLMRequest, Quota, QuotaAlert
+from queueing.models import ApiToken, LLMRequest, Quota, QuotaAlert
 from usage.models import AuditLog
 from usage.pricing import pico_to_usd
 
@@ -98,7 +98,7 @@ class QuotaLine:
     held (by requests in progress), what is left, when it resets, and where the last hour's
     pace leads."""
 
-    holder: str  # "you" or the organization's name
+    holder: str  # "you", the organization's name, or one of the user's gateway keys
     period: str  # "day" | "month"
     unit: str  # "tokens" | "usd"
     limit: int | Decimal
@@ -176,14 +176,18 @@ def _recent_spend(*, since: dt.datetime, **holder: int) -> tuple[int, Decimal]:
 
 
 def quota_lines(*, user: Any, now: dt.datetime | None = None) -> list[QuotaLine]:
-    """Every limit that applies to ``user``'s calls (their own quota, their organization's),
-    with what Redis counts now; empty when no limit is set."""
+    """Every limit that applies to ``user``'s calls (their own quota, their organization's,
+    their gateway keys' budgets), with what Redis counts now; empty when no limit is set."""
     moment = now or timezone.now()
     membership = Membership.objects.filter(user_id=user.pk).select_related("organization").first()
     holders: list[tuple[str, quotas.HolderKind, int, str]] = [("you", "user", user.pk, "user_id")]
     if membership is not None:
         org = membership.organization
         holders.append((org.name, "organization", org.pk, "organization_id"))
+    # The budgets of the user's own gateway keys (each counts only that key's calls).
+    budgeted = ApiToken.objects.filter(user_id=user.pk, revoked=False, quota__isnull=False)
+    for key in budgeted.order_by("pk"):
+        holders.append((f"key '{key.name}' ({key.prefix}…)", "key", key.pk, "api_token_id"))
     lines: list[QuotaLine] = []
     for name, kind, holder_id, column in holders:
         quota = Quota.objects.filter(**{column: holder_id}).first()
@@ -193,7 +197,8 @@ def quota_lines(*, user: Any, now: dt.datetime | None = None) -> list[QuotaLine]
         if not limits:
             continue
         counted = quotas.usage_now(holder_kind=kind, holder_id=holder_id, now=moment)
-        tokens_pace, usd_pace = _recent_spend(since=moment - PACE_WINDOW, **{column: holder_id})
+        spender = {"llm_request__api_token_id" if kind == "key" else column: holder_id}
+        tokens_pace, usd_pace = _recent_spend(since=moment - PACE_WINDOW, **spender)
         for field_name, period, unit in limits:
             limit = getattr(quota, field_name)
             now_counts = counted[period]

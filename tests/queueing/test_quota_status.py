@@ -11,6 +11,7 @@ import pytest
 from django.test import Client
 
 from queueing import quotas, selectors, services
+from queueing.auth import api_token_create
 from queueing.models import LLMRequest, Quota
 from tests.conftest import Gateway
 from tests.usage.factories import api_client, make_org, make_user
@@ -145,3 +146,22 @@ def test_passing_80_percent_shows_the_person_a_notice_on_their_page(gateway: Gat
     client.force_login(grace)
     assert notice.text in client.get("/queue/").content.decode()
     assert selectors.alert_notices(user=make_user("heidi")) == []
+
+
+def test_a_users_key_budget_is_one_of_their_limits(gateway: Gateway) -> None:
+    ivan = make_user("ivan")
+    key, _ = api_token_create(user=ivan, name="notebook", budget_usd_per_day=Decimal("1"))
+    row = services.submit_request(
+        user=ivan, session_id="limits", api_token=key, **body(output_tokens=40, max_tokens=200)
+    )
+    services.wait_for_result(request_id=row.pk, timeout_s=30)
+    deadline = time.monotonic() + 10
+    while quotas.usage_now(holder_kind="key", holder_id=key.pk)["day"]["usd_held"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+    (line,) = selectors.quota_lines(user=ivan)
+    assert line.holder == f"key 'notebook' ({key.prefix}…)" and line.label == "daily USD"
+    billed = AuditLog.objects.get(llm_request_id=row.pk)
+    assert line.used == billed.cost_usd > 0 and line.remaining == Decimal("1") - billed.cost_usd
+    assert line.pace_per_hour == billed.cost_usd
