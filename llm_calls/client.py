@@ -364,7 +364,9 @@ def _split_message_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], di
 
 
 def _message_dict(message: Any) -> dict[str, Any]:
-    data: dict[str, Any] = message.model_dump(mode="json")
+    # exclude_unset: the fields the API sent, not the SDK model's defaults for fields it did not
+    # (the gateway's endpoint hands this body on as the API's own).
+    data: dict[str, Any] = message.model_dump(mode="json", exclude_unset=True)
     data["content"] = [
         block.model_dump(mode="json", exclude_none=True) for block in message.content
     ]
