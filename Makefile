@@ -6,13 +6,22 @@ STAMP := $(VENV)/.installed
 JS := tests/gateway/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: demo test install js-deps lint typecheck pytest browser-deps stop clean bench
+.PHONY: demo test install js-deps lock lint typecheck pytest browser-deps stop clean bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -c constraints.txt
 	touch $(STAMP)
+
+## Pin every package again from pyproject.toml's ranges (a fresh venv, then freeze into
+## constraints.txt); review the diff and run `make test` before committing it.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip
+	.venv-lock/bin/pip install --quiet -e '.[dev]'
+	{ head -2 constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -iv '^claude-gateway'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .venv-lock
 
 ## The official TypeScript SDK, for tests/gateway/test_typescript_sdk.py (the machine's Node.js);
 ## only the tests need it, so `make demo` works without Node.js.
