@@ -42,6 +42,7 @@ from llm_calls.types import API_ERROR_STATUS
 from llm_calls.validation import MAX_BODY_BYTES
 from queueing.models import ApiToken, LLMRequest
 from queueing.relay import relayed_count
+from ratelimit_project.logs import request_context
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,11 @@ def _abandon_in_background(request_id: int) -> None:
 
 
 def _abandon(request_id: int) -> None:
+    with request_context(request_id=request_id):
+        _abandon_now(request_id)
+
+
+def _abandon_now(request_id: int) -> None:
     try:
         if services.abandon(request_id=request_id):
             log.info(

@@ -45,6 +45,7 @@ from queueing import conf, cpu_gate, eta, journal, leases, notifications, quotas
 from queueing.limiter import Reservation, get_limiter, input_reservation, itpm_charge
 from queueing.models import ApiToken, LLMRequest, Quota
 from queueing.scheduler import get_scheduler, user_key_for
+from ratelimit_project.logs import request_context
 from ratelimit_project.redis import get_redis
 from usage import pricing
 from usage import services as usage_services
@@ -617,7 +618,7 @@ def execute_request(*, request_id: int, reservation: Reservation | None, dispatc
         if reservation is not None:
             get_limiter().release(reservation=reservation)
         return
-    with leases.held(request_id):
+    with leases.held(request_id), request_context(request_id=request_id):
         _run_dispatched(request=request, reservation=reservation, dispatch=dispatch)
 
 
