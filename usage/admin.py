@@ -23,6 +23,7 @@ from usage.models import (
     ModelPrice,
     OrganizationUsageDaily,
     PriceBand,
+    ReconciliationRun,
     SessionUsage,
     Speed,
     UnpricedModel,
@@ -226,6 +227,15 @@ class UnpricedModelAdmin(ReadOnlyAdmin):
 
     list_display = ("model", "speed", "calls", "first_seen_at", "last_seen_at")
     ordering = ("-last_seen_at",)
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(ReadOnlyAdmin):
+    """Every ``manage.py reconcile`` run with its stored result (the page shows the latest)."""
+
+    list_display = ("started_at", "since", "until", "match", "final", "finished_at", "error")
+    list_filter = ("match", "final")
+    ordering = ("-started_at",)
 
 
 class RollupAdmin(ReadOnlyAdmin):

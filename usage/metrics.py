@@ -141,6 +141,51 @@ class UsageCollector(Collector):
 register_collector(UsageCollector())
 
 
+class ReconciliationCollector(Collector):
+    """The latest finished ``manage.py reconcile`` run (``usage.reconcile``), at scrape time.
+
+    ``reconciliation_unattributed_usd``: Anthropic's price of the traffic on the gateway's key
+    that did not go through it, over the run's window; ``reconciliation_alert`` is 1 when that
+    exceeds ``RECONCILE_ALERT_USD`` (default $1) or the run did not match — the gauge a
+    Prometheus alerting rule watches. Nothing is exported before the first run.
+    """
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        from usage import reconcile  # imports the models: not at module import time
+
+        run = reconcile.latest_run()
+        if run is None:
+            return
+        line = run.result.get("summary") or {}
+        unattributed = float((line.get("unattributed") or {}).get("cost_usd") or 0)
+        yield GaugeMetricFamily(
+            f"{PREFIX}_reconciliation_unattributed_usd",
+            "Spend on the gateway's key that bypassed it, latest reconciliation, USD.",
+            value=unattributed,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_reconciliation_price_drift_usd",
+            "Anthropic's cost minus our price x tokens, latest reconciliation, USD.",
+            value=float(line.get("price_drift_usd") or 0),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_reconciliation_match",
+            "1 when the latest reconciliation agrees (bypassing traffic aside), else 0.",
+            value=1.0 if run.match else 0.0,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_reconciliation_alert",
+            "1 when unattributed spend exceeds RECONCILE_ALERT_USD or the books differ.",
+            value=1.0 if unattributed > reconcile.alert_usd() or not run.match else 0.0,
+        )
+
+
+register_collector(ReconciliationCollector())
+
+
 def _token_ok(request: HttpRequest) -> bool:
     expected = getattr(settings, "METRICS_TOKEN", "") or ""
     if not expected:

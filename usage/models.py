@@ -601,3 +601,52 @@ class OrganizationUsageDaily(UsageCounters):
 
     def __str__(self) -> str:
         return f"{self.day} org={self.organization_id} {self.model}"
+
+
+class ReconciliationRun(models.Model):
+    """One run of the reconciler (``usage.reconcile``) over the UTC days ``since``..``until``.
+
+    ``result`` holds the command's summary line (``summary``) and every day's figures
+    (``days``). Kept for history: the current figures of a day are its ``ReconciliationDay``.
+    """
+
+    since = models.DateField()
+    until = models.DateField()
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    match = models.BooleanField(
+        default=False, help_text="Everything agrees except traffic that bypassed the gateway."
+    )
+    final = models.BooleanField(default=False, help_text="Every day of the window has settled.")
+    result = models.JSONField(default=dict, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"reconciliation {self.since}..{self.until} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class ReconciliationDay(models.Model):
+    """The current reconciliation of one UTC day: replaced by every run that covers it.
+
+    ``detail`` is the day's figures (tokens per kind, exact picodollar amounts as strings,
+    likely causes); ``unattributed_cost_pico_usd`` is Anthropic's price of the traffic on the
+    gateway's key that did not go through it (for /metrics).
+    """
+
+    day = models.DateField(unique=True)
+    run = models.ForeignKey(
+        ReconciliationRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    final = models.BooleanField(default=False)
+    match = models.BooleanField(default=False)
+    unattributed_cost_pico_usd = models.BigIntegerField(default=0)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"{self.day} {'match' if self.match else 'differs'}"

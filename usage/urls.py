@@ -16,6 +16,7 @@ urlpatterns = [
         name="user-session",
     ),
     path("orgs/", views.orgs_list, name="orgs"),
+    path("reconciliation/", views.reconciliation, name="reconciliation"),
     path("api/summary.json", views.summary_json, name="api-summary"),
     path("api/daily.json", views.daily_json, name="api-daily"),
     path("api/models.json", views.models_json, name="api-models"),

@@ -39,7 +39,7 @@ from django.views.decorators.csrf import csrf_exempt
 from llm_calls import caching as caching_stats
 from llm_calls.types import Usage
 from ratelimit_project import api_errors
-from usage import pricing, selectors, services
+from usage import pricing, reconcile, selectors, services
 from usage.csv_safety import csv_cell
 from usage.forms import DateRange, FilterError, parse_choice, parse_date_range, parse_page
 
@@ -381,6 +381,21 @@ def orgs_list(request: HttpRequest) -> HttpResponse:
             "range": date_range,
             "range_query": date_range.as_query(),
             "org_rows": [o.as_dict() for o in orgs],
+        },
+    )
+
+
+@login_required
+def reconciliation(request: HttpRequest) -> HttpResponse:
+    """Staff: our audit_log against Anthropic's usage and cost reports, per day (the latest
+    ``manage.py reconcile`` figures of each day)."""
+    _require_staff(request)
+    return _page(
+        request,
+        "usage/reconciliation.html",
+        {
+            "day_rows": [reconcile.page_row(row) for row in reconcile.recent_days()],
+            "last_run": reconcile.latest_run(),
         },
     )
 

@@ -17,6 +17,15 @@ BEFORE = [("usage", "0003_user_usage_daily")]
 AFTER = [("usage", "0005_price_sheet_2026_12_01")]
 
 
+@pytest.fixture(autouse=True)
+def _full_schema_afterwards():
+    """Migrating back to BEFORE also unapplies every later migration of the other apps that
+    depends on usage; put the whole schema back for the tests that follow."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 def at(day: str) -> dt.datetime:
     return dt.datetime.fromisoformat(day).replace(hour=12, tzinfo=dt.UTC)
 
