@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from organizations.models import Membership, Organization
 
@@ -17,6 +18,8 @@ class OrganizationAdmin(admin.ModelAdmin):
     list_display = ["name", "created_at"]
     search_fields = ["name"]
     inlines = [MembershipInline]
+    # A webhook address typed without a scheme is https (Django 6's default, asked for now).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(Membership)

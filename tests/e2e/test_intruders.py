@@ -206,6 +206,7 @@ TABLE: dict[str, list[Variant]] = {
     "usage:user-session": [("", a("owned", marker=True), None)],
     "usage:users": [("", a("staff"), None)],
     "usage:orgs": [("", a("staff"), None)],
+    "usage:reconciliation": [("", a("staff"), None)],
     "usage:uncached-prefixes": [("", a("staff"), None)],
     "usage:api-users": [
         ("", a("staff", "json"), None),
