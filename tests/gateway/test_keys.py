@@ -124,6 +124,7 @@ def test_revoke_by_prefix_and_list_never_shows_a_key() -> None:
 
     listing = gateway_key("list")
     assert token.prefix in listing and key not in listing and "active" in listing
+    assert "budget" not in listing
     assert "Revoked" in gateway_key("revoke", token.prefix)
     refused, problem = token_for_key(key)
     assert refused is None and "revoked" in problem
@@ -168,3 +169,11 @@ def test_the_admin_gives_a_key_its_budget_on_the_keys_own_page() -> None:
     token = ApiToken.objects.get()
     assert token.quota.usd_per_day == Decimal("5")
     assert str(token.quota) == f"Budget of gateway key billing bot ({token.prefix}…)"
+
+
+def test_list_shows_a_keys_budget() -> None:
+    make_user("alice")
+    gateway_key(
+        "create", "--user", "alice", "--budget-usd-per-day", "5", "--budget-usd-per-month", "50"
+    )
+    assert "budget $5.00/day, $50.00/month" in gateway_key("list")

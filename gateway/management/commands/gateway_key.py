@@ -121,7 +121,9 @@ class Command(BaseCommand):
         return user
 
     def _list(self, options: dict[str, Any]) -> None:
-        keys = ApiToken.objects.select_related("user").order_by("user__username", "created_at")
+        keys = ApiToken.objects.select_related("user", "quota").order_by(
+            "user__username", "created_at"
+        )
         if options["user"]:
             keys = keys.filter(user__username=options["user"])
         for key in keys:
@@ -132,6 +134,7 @@ class Command(BaseCommand):
             )
             self.stdout.write(
                 f"{key.prefix}…  {key.user.get_username():<20} {key.name:<30} {state}"
+                + _budget_text(key)
             )
 
     def _revoke(self, options: dict[str, Any]) -> None:
@@ -169,3 +172,21 @@ def _budget(flag: str, given: str | None) -> Decimal | None:
             f"{flag} must be at most ${_BUDGET_MAX:,} with at most 6 decimal places, got {given!r}"
         )
     return amount
+
+
+def _budget_text(key: ApiToken) -> str:
+    """``  budget $5/day, $50/month`` for a key with a budget, else nothing."""
+    quota = getattr(key, "quota", None)
+    if quota is None:
+        return ""
+    parts = [
+        f"${amount:,.2f}/{period}"
+        for amount, period in ((quota.usd_per_day, "day"), (quota.usd_per_month, "month"))
+        if amount is not None
+    ]
+    parts += [
+        f"{tokens:,} tokens/{period}"
+        for tokens, period in ((quota.tokens_per_day, "day"), (quota.tokens_per_month, "month"))
+        if tokens is not None
+    ]
+    return f"  budget {', '.join(parts)}" if parts else ""
