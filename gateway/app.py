@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -53,6 +54,9 @@ _T = TypeVar("_T")
 PING_EVERY_S = 5.0
 # Row checks (PING_EVERY_S apart) a finished call's remaining relayed events may take.
 _LATE_EVENTS_CHECKS = 3
+# Cancelling an abandoned request: attempts, and the first pause between them (doubling).
+_ABANDON_ATTEMPTS = 5
+_ABANDON_BACKOFF_S = 0.5
 
 
 def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -136,13 +140,22 @@ def _abandon(request_id: int) -> None:
 
 
 def _abandon_now(request_id: int) -> None:
-    try:
-        if services.abandon(request_id=request_id):
-            log.info(
-                "request %s cancelled: its caller disconnected while it was queued", request_id
-            )
-    except Exception:
-        log.exception("could not cancel request %s after its caller disconnected", request_id)
+    # Retried: a request left queued for a caller who has gone would still run and be billed.
+    for attempt in range(_ABANDON_ATTEMPTS):
+        try:
+            if services.abandon(request_id=request_id):
+                log.info(
+                    "request %s cancelled: its caller disconnected while it was queued",
+                    request_id,
+                )
+            return
+        except Exception:  # the database or Redis busy or away: try again shortly
+            if attempt == _ABANDON_ATTEMPTS - 1:
+                log.exception(
+                    "could not cancel request %s after its caller disconnected", request_id
+                )
+                return
+            time.sleep(_ABANDON_BACKOFF_S * 2**attempt)
 
 
 async def messages(request: Request) -> Response:

@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 RECHECK_S = 2.0
 _RECONNECT_S = 0.5
-_READ_BLOCK_MS = 5_000
+# Below the Redis client's socket timeout (5 s in redis-py 8): a blocking read that outlives
+# it is cut off as a timeout, logged as an outage and followed by a reconnect pause.
+_READ_BLOCK_MS = 1_000
 _READ_COUNT = 1_000
 
 
@@ -82,8 +84,12 @@ class DoneWatcher:
                 pubsub.subscribe(DONE_CHANNEL)
                 self.subscribed.set()
                 outage = False
-                for message in pubsub.listen():
-                    self._announce(message.get("data"))
+                while True:
+                    # A bounded wait, not listen(): the client's socket timeout would end an
+                    # idle listen() with a TimeoutError, and each reconnect can lose a message.
+                    message = pubsub.get_message(timeout=_READ_BLOCK_MS / 1000)
+                    if message is not None:
+                        self._announce(message.get("data"))
             except redis.RedisError as exc:
                 self.subscribed.clear()
                 if sys.is_finalizing():

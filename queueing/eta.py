@@ -369,6 +369,13 @@ def _queue_charges(
 
 def predict_wait_s(*, request: LLMRequest) -> float | None:
     """Seconds until this queued request is dispatched, or None when it is not in the queue."""
+    predicted = _predict(request=request)
+    return None if predicted is None else predicted[0]
+
+
+def _predict(*, request: LLMRequest) -> tuple[float, Position] | None:
+    """The model's wait and the scheduler position it was computed from (one position lookup:
+    it reads every request ahead, so a submission asks once)."""
     names = conf.priority_class_names()
     rates = arrival_rates(classes=names, model_class=catalog.model_class(request.model))
     own_key = user_key_for(user_id=request.user_id)
@@ -429,7 +436,7 @@ def predict_wait_s(*, request: LLMRequest) -> float | None:
             wait,
             solve_wait_s(refill_per_s=limit / 60.0, base=base, fraction=fraction[dim], flows=flows),
         )
-    return round(wait, 2)
+    return round(wait, 2), position
 
 
 @dataclass(frozen=True)
@@ -441,6 +448,7 @@ class WaitEstimate:
     eta_s: float
     low_s: float
     high_s: float
+    position: int | None = None  # 1 = next in its class's dispatch order
 
     @property
     def text(self) -> str:
@@ -450,13 +458,16 @@ class WaitEstimate:
 def estimate_wait(*, request: LLMRequest) -> WaitEstimate | None:
     """``predict_wait_s`` corrected by its class's learned bias, with its range; None when the
     request is not in the queue."""
-    model_s = predict_wait_s(request=request)
-    if model_s is None:
+    predicted = _predict(request=request)
+    if predicted is None:
         return None
+    model_s, position = predicted
     learned = calibration(priority=request.priority)
     told = learned.corrected_s(model_s)
     low, high = learned.range_s(told)
-    return WaitEstimate(model_s=model_s, eta_s=told, low_s=low, high_s=high)
+    return WaitEstimate(
+        model_s=model_s, eta_s=told, low_s=low, high_s=high, position=position.position
+    )
 
 
 QUEUE_UNAVAILABLE = "the queue (Redis) is unreachable: position and wait are unknown for now"

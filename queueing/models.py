@@ -169,6 +169,8 @@ class LLMRequest(models.Model):
     # Not a column: set on the instance submit_request returns when an Idempotency-Key named
     # a request that already existed.
     replayed: bool = False
+    # Not a column either: its place in its class when submit_request queued it (1 = next).
+    queue_position: int | None = None
 
     class Meta:
         indexes = [models.Index(fields=["user", "status", "created_at"])]

@@ -432,6 +432,7 @@ def submit_request(
     told, model = (0.0, 0.0) if estimate is None else (estimate.eta_s, estimate.model_s)
     LLMRequest.objects.filter(pk=request.pk).update(predicted_wait_s=told, model_wait_s=model)
     request.predicted_wait_s, request.model_wait_s = told, model
+    request.queue_position = None if estimate is None else estimate.position
     return request
 
 

@@ -23,6 +23,7 @@ SCENARIOS = (
     "caching",
     "eta",
     "faults",
+    "proxy",
 )
 
 

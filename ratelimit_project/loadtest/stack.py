@@ -80,6 +80,8 @@ class Stack:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.web: subprocess.Popen[bytes] | None = None
         self.web_port = 0
+        self.serve: subprocess.Popen[bytes] | None = None
+        self.serve_port = 0
 
     # -- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> Stack:
@@ -98,6 +100,7 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self.stop_workers(graceful=False)
         self.kill_web()
+        self.kill_serve()
         self.emulator.stop()
         self.redis.stop()
         settings.DEBUG = self._saved_debug
@@ -232,6 +235,46 @@ class Stack:
         if self.web is not None and self.web.poll() is None:
             os.killpg(self.web.pid, signal.SIGKILL)
             self.web.wait()
+
+    # -- the ASGI server (pages, JSON API and the Anthropic-compatible endpoint) -------------
+    @property
+    def serve_url(self) -> str:
+        return f"http://127.0.0.1:{self.serve_port}"
+
+    def start_serve(self, *, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
+        """The documented server command, ``python manage.py serve --port P`` (uvicorn: the
+        pages, the JSON API and the Anthropic API's own paths under ``/v1/``), on a free port
+        kept across restarts; returns once it accepts connections (uvicorn binds only after the
+        application is imported, so it then answers)."""
+        if not self.serve_port:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                self.serve_port = sock.getsockname()[1]
+        log = open(self.var_dir / "serve.log", "ab")  # noqa: SIM115 - lives as long as the server
+        self.serve = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(self.serve_port)],
+            env=self.env(),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.serve_port), timeout=1),
+            ):
+                return self.serve
+            if self.serve.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"manage.py serve did not start; see {self.var_dir}/serve.log")
+            time.sleep(0.1)
+
+    def kill_serve(self) -> None:
+        """SIGKILL the ``serve`` process (and any processes it started)."""
+        if self.serve is not None and self.serve.poll() is None:
+            os.killpg(self.serve.pid, signal.SIGKILL)
+            self.serve.wait()
 
     def restart_redis(self) -> None:
         self.redis.restart()
