@@ -47,13 +47,7 @@ class Delivered:
 
 
 def _text(alert: QuotaAlert) -> str:
-    usd = alert.metric in (QuotaAlert.Metric.DAILY_USD, QuotaAlert.Metric.MONTHLY_USD)
-    amount = (
-        f"${alert.used:,.4f} of ${alert.limit:,.4f}"
-        if usd
-        else f"{int(alert.used):,} of {int(alert.limit):,} tokens"
-    )
-    return f"{alert}: {amount} used."
+    return f"{alert}: {alert.amount_text} used."
 
 
 def _organization(alert: QuotaAlert) -> Organization | None:

@@ -367,6 +367,14 @@ class QuotaAlert(models.Model):
         )
 
     @property
+    def amount_text(self) -> str:
+        """What was used of what, as people read it: "$4.1200 of $5.0000" or "20,000 of 25,000
+        tokens" (the pages' notices and the alert mail say it alike)."""
+        if self.metric in (QuotaAlert.Metric.DAILY_USD, QuotaAlert.Metric.MONTHLY_USD):
+            return f"${self.used:,.4f} of ${self.limit:,.4f}"
+        return f"{int(self.used):,} of {int(self.limit):,} tokens"
+
+    @property
     def holder_label(self) -> str:
         if self.user_id:
             return f"user {self.user}"

@@ -8,15 +8,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
 from organizations.models import Membership
 from queueing import quotas
 from queueing.models import ApiToken, LLMRequest, Quota, QuotaAlert
-from usage.models import AuditLog
-from usage.pricing import pico_to_usd
+from usage.selectors import audit_spend_since
 
 PENDING = (LLMRequest.Status.QUEUED, LLMRequest.Status.DISPATCHED, LLMRequest.Status.RUNNING)
 
@@ -162,19 +161,6 @@ class QuotaLine:
         }
 
 
-def _recent_spend(*, since: dt.datetime, **holder: int) -> tuple[int, Decimal]:
-    totals = AuditLog.objects.filter(occurred_at__gte=since, **holder).aggregate(
-        tokens=Sum(
-            F("input_tokens")
-            + F("cache_creation_input_tokens")
-            + F("cache_read_input_tokens")
-            + F("output_tokens")
-        ),
-        pico=Sum("cost_pico_usd"),
-    )
-    return int(totals["tokens"] or 0), pico_to_usd(totals["pico"])
-
-
 def quota_lines(*, user: Any, now: dt.datetime | None = None) -> list[QuotaLine]:
     """Every limit that applies to ``user``'s calls (their own quota, their organization's,
     their gateway keys' budgets), with what Redis counts now; empty when no limit is set."""
@@ -197,8 +183,8 @@ def quota_lines(*, user: Any, now: dt.datetime | None = None) -> list[QuotaLine]
         if not limits:
             continue
         counted = quotas.usage_now(holder_kind=kind, holder_id=holder_id, now=moment)
-        spender = {"llm_request__api_token_id" if kind == "key" else column: holder_id}
-        tokens_pace, usd_pace = _recent_spend(since=moment - PACE_WINDOW, **spender)
+        recent = audit_spend_since(since=moment - PACE_WINDOW, **{column: holder_id})
+        tokens_pace, usd_pace = recent.total_tokens, recent.cost_usd
         for field_name, period, unit in limits:
             limit = getattr(quota, field_name)
             now_counts = counted[period]
@@ -253,18 +239,12 @@ def alert_notices(*, user: Any, now: dt.datetime | None = None) -> list[AlertNot
     )
     notices = []
     for alert in alerts:
-        usd = alert.metric in (QuotaAlert.Metric.DAILY_USD, QuotaAlert.Metric.MONTHLY_USD)
-        shown = (
-            f"${alert.used:,.4f} of ${alert.limit:,.4f}"
-            if usd
-            else f"{int(alert.used):,} of {int(alert.limit):,} tokens"
-        )
         org = alert.organization
         whose = "your" if org is None else f"{org.name}'s"
         label = alert.get_metric_display()
         notices.append(
             AlertNotice(
-                text=f"{alert.threshold}% of {whose} {label} quota used ({shown})",
+                text=f"{alert.threshold}% of {whose} {label} quota used ({alert.amount_text})",
                 at=alert.created_at,
                 threshold=alert.threshold,
             )

@@ -689,13 +689,31 @@ def spend_since(
         return _totals(UserUsageDaily.objects.filter(user_id=user_id, day__gte=since))
     if api_token_id is not None:
         start = dt.datetime.combine(since, dt.time.min, tzinfo=dt.UTC)
-        rows = AuditLog.objects.filter(
-            llm_request__api_token_id=api_token_id, occurred_at__gte=start
-        )
-        return _summed(rows.aggregate(**{_P + c.name: c.total() for c in UsageCounters.COUNTERS}))
+        return audit_spend_since(since=start, api_token_id=api_token_id)
     return _totals(
         OrganizationUsageDaily.objects.filter(organization=organization_id, day__gte=since)
     )
+
+
+def audit_spend_since(
+    *,
+    since: dt.datetime,
+    user_id: int | None = None,
+    organization_id: int | None = None,
+    api_token_id: int | None = None,
+) -> Totals:
+    """Totals of one holder's audit_log rows since a moment (not a whole day: the rollups
+    answer those) — a gateway key's spend, or the last hour's pace of a quota."""
+    if sum(holder is not None for holder in (user_id, organization_id, api_token_id)) != 1:
+        raise ValueError("give exactly one of user_id, organization_id and api_token_id")
+    rows = AuditLog.objects.filter(occurred_at__gte=since)
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    elif organization_id is not None:
+        rows = rows.filter(organization_id=organization_id)
+    else:
+        rows = rows.filter(llm_request__api_token_id=api_token_id)
+    return _summed(rows.aggregate(**{_P + c.name: c.total() for c in UsageCounters.COUNTERS}))
 
 
 # --- unpriced models -----------------------------------------------------------------------------

@@ -200,41 +200,19 @@ class Stack:
     def start_web(self, *, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
         """The web server (``runserver --noreload``, as the demo runs it) on a free port, kept
         on that port across restarts; returns once it answers HTTP."""
-        if not self.web_port:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                self.web_port = sock.getsockname()[1]
-        log = open(self.var_dir / "web.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.web = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "manage.py"),
-                "runserver",
-                "--noreload",
-                f"127.0.0.1:{self.web_port}",
-            ],
-            env=self.env(),
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        self.web_port = self.web_port or project_redis.free_port()
+        self.web = self._start_server(
+            ["runserver", "--noreload", f"127.0.0.1:{self.web_port}"],
+            port=self.web_port,
+            log_name="web.log",
+            what="the web server",
+            timeout_s=timeout_s,
         )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.web_port), timeout=1),
-            ):
-                return self.web
-            if self.web.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the web server did not start; see {self.var_dir}/web.log")
-            time.sleep(0.1)
+        return self.web
 
     def kill_web(self) -> None:
         """SIGKILL the web server, the way a crashed or OOM-killed one goes."""
-        if self.web is not None and self.web.poll() is None:
-            os.killpg(self.web.pid, signal.SIGKILL)
-            self.web.wait()
+        _kill_group(self.web)
 
     # -- the ASGI server (pages, JSON API and the Anthropic-compatible endpoint) -------------
     @property
@@ -246,13 +224,28 @@ class Stack:
         pages, the JSON API and the Anthropic API's own paths under ``/v1/``), on a free port
         kept across restarts; returns once it accepts connections (uvicorn binds only after the
         application is imported, so it then answers)."""
-        if not self.serve_port:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                self.serve_port = sock.getsockname()[1]
-        log = open(self.var_dir / "serve.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.serve = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(self.serve_port)],
+        self.serve_port = self.serve_port or project_redis.free_port()
+        self.serve = self._start_server(
+            ["serve", "--port", str(self.serve_port)],
+            port=self.serve_port,
+            log_name="serve.log",
+            what="manage.py serve",
+            timeout_s=timeout_s,
+        )
+        return self.serve
+
+    def kill_serve(self) -> None:
+        """SIGKILL the ``serve`` process (and any processes it started)."""
+        _kill_group(self.serve)
+
+    def _start_server(
+        self, args: list[str], *, port: int, log_name: str, what: str, timeout_s: float
+    ) -> subprocess.Popen[bytes]:
+        """``manage.py *args`` in its own process group, logging to ``log_name``; returns once
+        ``port`` accepts connections."""
+        log = open(self.var_dir / log_name, "ab")  # noqa: SIM115 - lives as long as the server
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), *args],
             env=self.env(),
             cwd=ROOT,
             stdout=log,
@@ -263,22 +256,22 @@ class Stack:
         while True:
             with (
                 contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.serve_port), timeout=1),
+                socket.create_connection(("127.0.0.1", port), timeout=1),
             ):
-                return self.serve
-            if self.serve.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"manage.py serve did not start; see {self.var_dir}/serve.log")
+                return process
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start; see {self.var_dir}/{log_name}")
             time.sleep(0.1)
-
-    def kill_serve(self) -> None:
-        """SIGKILL the ``serve`` process (and any processes it started)."""
-        if self.serve is not None and self.serve.poll() is None:
-            os.killpg(self.serve.pid, signal.SIGKILL)
-            self.serve.wait()
 
     def restart_redis(self) -> None:
         self.redis.restart()
         project_redis.reset_clients()
+
+
+def _kill_group(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def rss_mb(pids: list[int]) -> float:
