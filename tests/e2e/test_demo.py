@@ -59,7 +59,9 @@ def checked_summary(run: subprocess.CompletedProcess[str], label: str) -> Summar
     # Part of the traffic came from an app using the official SDK against /v1/messages.
     endpoint = ENDPOINT_LINE.search(run.stdout)
     assert endpoint is not None, f"{label}: {output[-4000:]}"
-    assert int(endpoint["sent"]) >= 1 and int(endpoint["streamed"]) >= 0, endpoint[0]
+    assert int(endpoint["sent"]) >= 1 and int(endpoint["streamed"]) <= int(endpoint["sent"]), (
+        endpoint[0]
+    )
     assert endpoint["errors"] == "0", endpoint[0]
     return summary
 
