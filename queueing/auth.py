@@ -60,6 +60,14 @@ def api_token_create(
     return token, raw
 
 
+def api_token_revoke(*, token: ApiToken) -> bool:
+    """Revoke a key for good: it is refused from the next request on (``token_for_key``
+    reads the row every time). True if this call revoked it, False if it already was."""
+    revoked = ApiToken.objects.filter(pk=token.pk, revoked=False).update(revoked=True)
+    token.revoked = True
+    return bool(revoked)
+
+
 def bearer_value(header: str) -> str | None:
     """The credential of an ``Authorization: Bearer <key>`` (or ``Token <key>``) header."""
     scheme, _, value = header.partition(" ")

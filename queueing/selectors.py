@@ -1,5 +1,6 @@
 """Reads for the queue pages and the JSON API. A user only ever sees their own requests and
-their own limits."""
+their own limits; an organization's admin also reads its members' limits and gateway keys
+(``organization_*`` below, each scoped to the one organization it is given)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from organizations.models import Membership
+from organizations.models import Membership, Organization
+from organizations.selectors import organization_members
 from queueing import quotas
 from queueing.models import ApiToken, LLMRequest, Quota, QuotaAlert
-from usage.selectors import audit_spend_since
+from usage.forms import DateRange
+from usage.selectors import Totals, audit_spend_since, iter_users
 
 PENDING = (LLMRequest.Status.QUEUED, LLMRequest.Status.DISPATCHED, LLMRequest.Status.RUNNING)
 
@@ -250,3 +253,79 @@ def alert_notices(*, user: Any, now: dt.datetime | None = None) -> list[AlertNot
             )
         )
     return notices
+
+
+# --- an organization, for its admins ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    """One member (person or service account) of an organization as its admin manages them:
+    their own quota (None: none — the organization's applies), the weight the scheduler gives
+    them, their keys in use, and what was billed to the organization today and this month."""
+
+    membership: Membership
+    quota: Quota | None
+    weight: Decimal
+    own_weight: bool  # False: inherited from the organization
+    active_keys: int
+    today: Totals
+    month: Totals
+
+
+def organization_member_rows(
+    *, organization: Organization, today: dt.date | None = None
+) -> list[MemberRow]:
+    """Every member of the organization with their limits and spend (a few queries, not a few
+    per member: quotas, key counts and the two periods' spend are read for all at once)."""
+    day = today or timezone.now().date()
+    memberships = list(organization_members(organization=organization))
+    user_ids = [m.user_id for m in memberships]
+    quotas_by_user = {q.user_id: q for q in Quota.objects.filter(user_id__in=user_ids)}
+    org_quota = Quota.objects.filter(organization=organization).first()
+    org_weight = org_quota.weight if org_quota is not None else Decimal(1)
+    keys = dict(
+        ApiToken.objects.filter(user_id__in=user_ids, revoked=False)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+        .values("user_id")
+        .annotate(n=Count("pk"))
+        .values_list("user_id", "n")
+    )
+    spend: dict[str, dict[int | None, Totals]] = {}
+    for name, start in (("today", day), ("month", day.replace(day=1))):
+        billed = iter_users(date_range=DateRange(start, day), organization_id=organization.pk)
+        spend[name] = {row.user_id: row.totals for row in billed}
+    rows: list[MemberRow] = []
+    for membership in memberships:
+        quota = quotas_by_user.get(membership.user_id)
+        rows.append(
+            MemberRow(
+                membership=membership,
+                quota=quota,
+                weight=quota.weight if quota is not None else org_weight,
+                own_weight=quota is not None,
+                active_keys=keys.get(membership.user_id, 0),
+                today=spend["today"].get(membership.user_id) or Totals(),
+                month=spend["month"].get(membership.user_id) or Totals(),
+            )
+        )
+    return rows
+
+
+def organization_keys(*, organization: Organization) -> QuerySet[ApiToken]:
+    """The gateway keys of the organization's members and service accounts, in use first,
+    newest first. A key follows its user: one who left the organization takes theirs along."""
+    return (
+        ApiToken.objects.filter(user__membership__organization=organization)
+        .select_related("user", "user__membership", "quota")
+        .order_by("revoked", "-created_at", "-pk")
+    )
+
+
+def organization_key(*, organization: Organization, key_id: int) -> ApiToken:
+    """A key of one of the organization's members or service accounts; 404 for any other, as
+    for a key that does not exist."""
+    token = organization_keys(organization=organization).filter(pk=key_id).first()
+    if token is None:
+        raise Http404("No such gateway key.")
+    return token

@@ -123,6 +123,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # the Organization entry of the navigation, for organization admins and staff
+                "organizations.context_processors.organization_admin",
             ],
         },
     },

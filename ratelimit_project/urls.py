@@ -12,6 +12,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("usage/", include("usage.urls")),
+    path("org/", include("queueing.org_urls")),
     path("metrics", metrics_view, name="metrics"),
     path("healthz", probes.healthz, name="healthz"),
     path("readyz", probes.readyz, name="readyz"),

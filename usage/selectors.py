@@ -153,30 +153,50 @@ def _totals(qs: QuerySet[Any]) -> Totals:
     return _summed(qs.aggregate(**_SUMS))
 
 
-def _daily_qs(*, user_id: int | None, date_range: DateRange) -> QuerySet[UsageDaily]:
-    """One user's per-model rows (``user_id``), or everyone's when ``user_id`` is None."""
-    qs = UsageDaily.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
-    return qs if user_id is None else qs.filter(user_id=user_id)
+def _rollup_qs(
+    *, user_id: int | None, organization_id: int | None, date_range: DateRange, per_model: bool
+) -> QuerySet[Any]:
+    """The smallest rollup that answers for a scope over the range.
 
-
-def _user_daily_qs(*, user_id: int | None, date_range: DateRange) -> QuerySet[UserUsageDaily]:
-    """Per-user-and-day rows (all models together): one user's, or everyone's for None."""
-    qs = UserUsageDaily.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
-    return qs if user_id is None else qs.filter(user_id=user_id)
-
-
-# --- one user (or everyone, for staff) over a range ------------------------------------------
-
-
-def usage_summary(*, user_id: int | None, date_range: DateRange) -> Totals:
-    """Totals for one user, or for everyone (from the much smaller organization rollup)."""
+    Everyone (both None) and one organization read the organization rollup; one user reads
+    the per-user rollup (all models together) unless ``per_model``; one user *within* an
+    organization reads the per-model rollup, the only one carrying both columns — so an
+    organization admin never sees what a member spent while billed to another organization.
+    """
+    days = Q(day__gte=date_range.start, day__lte=date_range.end)
     if user_id is None:
-        return _totals(
-            OrganizationUsageDaily.objects.filter(
-                day__gte=date_range.start, day__lte=date_range.end
-            )
+        qs: QuerySet[Any] = OrganizationUsageDaily.objects.filter(days)
+        return qs if organization_id is None else qs.filter(organization_id=organization_id)
+    if organization_id is not None:
+        return UsageDaily.objects.filter(days, user_id=user_id, organization_id=organization_id)
+    if per_model:
+        return UsageDaily.objects.filter(days, user_id=user_id)
+    return UserUsageDaily.objects.filter(days, user_id=user_id)
+
+
+def _organization(organization_id: int | None) -> Q:
+    """Rows billed to this organization, or every row for None (no organization scope)."""
+    return Q() if organization_id is None else Q(organization_id=organization_id)
+
+
+# --- one user, one organization, or everyone, over a range ------------------------------------
+#
+# Every reader below takes ``organization_id`` (None: no organization scope): the rows billed to
+# that organization only. The organization admin's pages are these same readers so scoped.
+
+
+def usage_summary(
+    *, user_id: int | None, date_range: DateRange, organization_id: int | None = None
+) -> Totals:
+    """Totals for one user, one organization, or everyone (``user_id`` None)."""
+    return _totals(
+        _rollup_qs(
+            user_id=user_id,
+            organization_id=organization_id,
+            date_range=date_range,
+            per_model=False,
         )
-    return _totals(_user_daily_qs(user_id=user_id, date_range=date_range))
+    )
 
 
 @dataclass
@@ -188,14 +208,13 @@ class DayUsage:
         return {"day": self.day.isoformat(), **self.totals.as_dict()}
 
 
-def usage_by_day(*, user_id: int | None, date_range: DateRange) -> list[DayUsage]:
+def usage_by_day(
+    *, user_id: int | None, date_range: DateRange, organization_id: int | None = None
+) -> list[DayUsage]:
     """One entry per day of the range (days without calls are zeros, so charts keep scale)."""
-    if user_id is None:
-        qs: QuerySet[Any] = OrganizationUsageDaily.objects.filter(
-            day__gte=date_range.start, day__lte=date_range.end
-        )
-    else:
-        qs = _user_daily_qs(user_id=user_id, date_range=date_range)
+    qs = _rollup_qs(
+        user_id=user_id, organization_id=organization_id, date_range=date_range, per_model=False
+    )
     by_day = {
         row["day"]: _summed(row) for row in qs.values("day").annotate(**_SUMS).order_by("day")
     }
@@ -211,17 +230,23 @@ class ModelUsage:
         return {"model": self.model, **self.totals.as_dict()}
 
 
-def usage_by_model(*, user_id: int | None, date_range: DateRange) -> list[ModelUsage]:
-    if user_id is None:
-        qs: QuerySet[Any] = OrganizationUsageDaily.objects.filter(
-            day__gte=date_range.start, day__lte=date_range.end
-        )
-    else:
-        qs = _daily_qs(user_id=user_id, date_range=date_range)
+def usage_by_model(
+    *, user_id: int | None, date_range: DateRange, organization_id: int | None = None
+) -> list[ModelUsage]:
+    qs = _rollup_qs(
+        user_id=user_id, organization_id=organization_id, date_range=date_range, per_model=True
+    )
     rows = qs.values("model").annotate(**_SUMS).order_by("model")
     result = [ModelUsage(model=r["model"], totals=_summed(r)) for r in rows]
     result.sort(key=lambda m: (-m.totals.cost_pico_usd, m.model))
     return result
+
+
+def billed_to_organization(*, user_id: int, organization_id: int) -> bool:
+    """Whether any of ``user_id``'s usage was billed to the organization (a former member's
+    history stays the organization's)."""
+    # pk lookups: an id too large for the database is "none", not an overflow (it is a URL's)
+    return UsageDaily.objects.filter(user__pk=user_id, organization__pk=organization_id).exists()
 
 
 # --- sessions ----------------------------------------------------------------------------------
@@ -271,10 +296,16 @@ class Page(Generic[T]):
 
 
 def sessions_for_user(
-    *, user_id: int, date_range: DateRange, page: int = 1, per_page: int = SESSIONS_PER_PAGE
+    *,
+    user_id: int,
+    date_range: DateRange,
+    page: int = 1,
+    per_page: int = SESSIONS_PER_PAGE,
+    organization_id: int | None = None,
 ) -> Page[SessionRow]:
     """A user's sessions active in the range, newest first, each with its whole-session totals."""
     qs = SessionUsage.objects.filter(
+        _organization(organization_id),
         user_id=user_id,
         last_at__gte=date_range.start_datetime(),
         first_at__lt=date_range.end_datetime_exclusive(),
@@ -285,8 +316,11 @@ def sessions_for_user(
     return Page(items=rows, number=page, has_next=offset + per_page < total, total=total)
 
 
-def iter_sessions_for_user(*, user_id: int, date_range: DateRange) -> Iterator[SessionRow]:
+def iter_sessions_for_user(
+    *, user_id: int, date_range: DateRange, organization_id: int | None = None
+) -> Iterator[SessionRow]:
     qs = SessionUsage.objects.filter(
+        _organization(organization_id),
         user_id=user_id,
         last_at__gte=date_range.start_datetime(),
         first_at__lt=date_range.end_datetime_exclusive(),
@@ -295,8 +329,12 @@ def iter_sessions_for_user(*, user_id: int, date_range: DateRange) -> Iterator[S
         yield _session_row(s)
 
 
-def session_for_user(*, user_id: int | None, session_id: str) -> SessionRow | None:
-    s = SessionUsage.objects.filter(_owner(user_id), session_id=session_id).first()
+def session_for_user(
+    *, user_id: int | None, session_id: str, organization_id: int | None = None
+) -> SessionRow | None:
+    s = SessionUsage.objects.filter(
+        _owner(user_id), _organization(organization_id), session_id=session_id
+    ).first()
     return None if s is None else _session_row(s)
 
 
@@ -460,22 +498,33 @@ def _call_row(v: dict[str, Any]) -> CallRow:
 
 
 def session_calls(
-    *, user_id: int | None, session_id: str, limit: int = SESSION_CALLS_LIMIT, offset: int = 0
+    *,
+    user_id: int | None,
+    session_id: str,
+    limit: int = SESSION_CALLS_LIMIT,
+    offset: int = 0,
+    organization_id: int | None = None,
 ) -> list[CallRow]:
     """A session's calls in time order (by the (session_id, occurred_at) index), ``limit``
     of them from ``offset``."""
     qs = (
-        AuditLog.objects.filter(_owner(user_id), session_id=session_id)
+        AuditLog.objects.filter(
+            _owner(user_id), _organization(organization_id), session_id=session_id
+        )
         .order_by("occurred_at", "id")
         .values(*_CALL_COLUMNS)
     )
     return [_call_row(v) for v in qs[offset : offset + limit]]
 
 
-def iter_session_calls(*, user_id: int | None, session_id: str) -> Iterator[CallRow]:
+def iter_session_calls(
+    *, user_id: int | None, session_id: str, organization_id: int | None = None
+) -> Iterator[CallRow]:
     """Every call of a session in time order, streamed (the CSV export)."""
     qs = (
-        AuditLog.objects.filter(_owner(user_id), session_id=session_id)
+        AuditLog.objects.filter(
+            _owner(user_id), _organization(organization_id), session_id=session_id
+        )
         .order_by("occurred_at", "id")
         .values(*_CALL_COLUMNS)
     )
@@ -499,10 +548,13 @@ AUDIT_EXTRA_COLUMNS = (
 """The billing export's columns beyond ``CALL_COLUMNS``."""
 
 
-def iter_audit_rows(*, user_id: int | None, date_range: DateRange) -> Iterator[dict[str, Any]]:
-    """Every audit row in the range (one user's, or everyone's), for the billing export: its
-    counts, cost, and the rates it was billed at."""
+def iter_audit_rows(
+    *, user_id: int | None, date_range: DateRange, organization_id: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every audit row in the range (one user's, one organization's, or everyone's), for the
+    billing export: its counts, cost, and the rates it was billed at."""
     qs = AuditLog.objects.filter(
+        _organization(organization_id),
         occurred_at__gte=date_range.start_datetime(),
         occurred_at__lt=date_range.end_datetime_exclusive(),
     )
@@ -515,7 +567,7 @@ def iter_audit_rows(*, user_id: int | None, date_range: DateRange) -> Iterator[d
         yield call
 
 
-# --- staff: everyone ----------------------------------------------------------------------------
+# --- every user (staff), or one organization's users (its admins) ----------------------------
 
 USER_SORTS = ("cost", "tokens", "requests", "errors", "saved", "cache_hit_rate")
 _ALL_INPUT = (
@@ -554,16 +606,21 @@ def _usernames(user_ids: Iterable[int | None]) -> dict[int | None, str]:
     return names
 
 
-def _users_grouped(*, date_range: DateRange, sort: str, descending: bool) -> QuerySet[Any]:
+def _users_grouped(
+    *, date_range: DateRange, sort: str, descending: bool, organization_id: int | None
+) -> QuerySet[Any]:
+    """Per-user sums: of the per-user rollup for everyone, of the per-model rollup (which
+    alone carries the organization) for one organization's users."""
     if sort not in _USER_SORT_EXPR:
         raise ValueError(f"unknown sort {sort!r}; choose one of {', '.join(USER_SORTS)}")
     order = _USER_SORT_EXPR[sort]
-    qs = (
-        _user_daily_qs(user_id=None, date_range=date_range)
-        .values("user_id")
-        .annotate(**_SUMS)
-        .annotate(sort_key=order)
+    days = Q(day__gte=date_range.start, day__lte=date_range.end)
+    rows: QuerySet[Any] = (
+        UserUsageDaily.objects.filter(days)
+        if organization_id is None
+        else UsageDaily.objects.filter(days, organization_id=organization_id)
     )
+    qs = rows.values("user_id").annotate(**_SUMS).annotate(sort_key=order)
     ordering = ("-sort_key", "user_id") if descending else ("sort_key", "user_id")
     return qs.order_by(*ordering)
 
@@ -575,17 +632,22 @@ def users_page(
     descending: bool = True,
     page: int = 1,
     per_page: int = USERS_PER_PAGE,
+    organization_id: int | None = None,
 ) -> Page[UserUsage]:
-    """Users with usage in the range, ``per_page`` at a time in ``sort`` order.
+    """Users with usage in the range (billed to ``organization_id`` when given), ``per_page``
+    at a time in ``sort`` order.
 
     One grouped query over the per-user daily rollup (LIMIT per_page + 1 to learn if there is
     more; no separate COUNT over the grouping).
     """
     offset = (page - 1) * per_page
     rows = list(
-        _users_grouped(date_range=date_range, sort=sort, descending=descending)[
-            offset : offset + per_page + 1
-        ]
+        _users_grouped(
+            date_range=date_range,
+            sort=sort,
+            descending=descending,
+            organization_id=organization_id,
+        )[offset : offset + per_page + 1]
     )
     has_next = len(rows) > per_page
     rows = rows[:per_page]
@@ -604,7 +666,9 @@ def users_page(
     )
 
 
-def iter_users(*, date_range: DateRange, sort: str = "cost") -> Iterator[UserUsage]:
+def iter_users(
+    *, date_range: DateRange, sort: str = "cost", organization_id: int | None = None
+) -> Iterator[UserUsage]:
     """Every user with usage in the range (the CSV export), in ``sort`` order."""
     batch: list[dict[str, Any]] = []
 
@@ -618,9 +682,10 @@ def iter_users(*, date_range: DateRange, sort: str = "cost") -> Iterator[UserUsa
             )
         batch.clear()
 
-    for row in _users_grouped(date_range=date_range, sort=sort, descending=True).iterator(
-        chunk_size=1000
-    ):
+    grouped = _users_grouped(
+        date_range=date_range, sort=sort, descending=True, organization_id=organization_id
+    )
+    for row in grouped.iterator(chunk_size=1000):
         batch.append(row)
         if len(batch) >= 1000:
             yield from flush()

@@ -1,7 +1,10 @@
 """Dashboards, their JSON, and CSV exports. Thin: parse, check access, call selectors, render.
 
 Access: every view needs a login; a user sees only their own data — another user's data
-answers 404, exactly like data that does not exist — and staff see everyone's.
+answers 404, exactly like data that does not exist — and staff see everyone's. An
+organization's admin (``organizations.selectors.organization_for_admin``) sees that
+organization's: its pages under ``/org/<id>/``, and the JSON and CSV below with ``?org=<id>``
+(the whole organization, or ``&user=<id>`` one of its users), always only the rows billed to it.
 Every JSON endpoint also answers ``?format=csv`` (streamed) for billing. The JSON endpoints
 (``json_endpoint``) take GET and HEAD and answer every refusal in the JSON API's error shape
 (``ratelimit_project.api_errors``): 400 / 401 / 403 / 404 / 405, never a login redirect or an
@@ -38,6 +41,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from llm_calls import caching as caching_stats
 from llm_calls.types import Usage
+from organizations import selectors as org_selectors
+from organizations.models import Organization
 from ratelimit_project import api_errors
 from usage import pricing, reconcile, selectors, services
 from usage.csv_safety import csv_cell
@@ -83,6 +88,52 @@ def _subject_user_id(request: HttpRequest, raw: str | int | None) -> int | None:
     if not get_user_model()._default_manager.filter(pk=user_id).exists():
         raise Http404("No such user.")
     return user_id
+
+
+def _org_scope(request: HttpRequest) -> Organization | None:
+    """``?org=<id>``: the organization a JSON or CSV request reads, if its admin (or staff)
+    asks — 403 for its other members, 404 for anyone else; None without the parameter."""
+    raw = request.GET.get("org")
+    if raw in (None, ""):
+        return None
+    try:
+        organization_id = int(raw)
+    except ValueError:
+        raise FilterError(f"org={raw!r} is not an organization id.") from None
+    return org_selectors.organization_for_admin(user=request.user, organization_id=organization_id)
+
+
+def _org_subject_id(organization: Organization, raw: str | int | None) -> int | None:
+    """Whose rows within an organization: all of them (None) by default or for ``all``; else
+    one user who belongs to it or whose usage was billed to it (a former member's history is
+    still the organization's). Anyone else is a 404, as if they did not exist."""
+    if raw in (None, "", ALL):
+        return None
+    try:
+        user_id = int(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise FilterError(f"user={raw!r} is not a user id (or 'all').") from None
+    return _org_user_id(organization, user_id)
+
+
+def _org_user_id(organization: Organization, user_id: int) -> int:
+    """``user_id`` if they belong to the organization or their usage was billed to it; 404
+    otherwise (another organization's users are as good as nonexistent)."""
+    if org_selectors.is_member(
+        organization_id=organization.pk, user_id=user_id
+    ) or selectors.billed_to_organization(user_id=user_id, organization_id=organization.pk):
+        return user_id
+    raise Http404("No such user.")
+
+
+def _scope(request: HttpRequest) -> tuple[int | None, int | None]:
+    """(user_id, organization_id) a JSON or CSV request reads: with ``?org=`` the
+    organization's rows (``user_id`` None: all of them); without it ``_subject_user_id``'s
+    user, or everyone for staff."""
+    organization = _org_scope(request)
+    if organization is None:
+        return _subject_user_id(request, request.GET.get("user")), None
+    return _org_subject_id(organization, request.GET.get("user")), organization.pk
 
 
 def _require_staff(request: HttpRequest) -> None:
@@ -219,6 +270,15 @@ def _page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpR
     return render(request, template, context)
 
 
+def _scope_dict(user_id: int | None, organization_id: int | None) -> dict[str, Any]:
+    """Whose figures a JSON answer holds: ``user_id`` always (None: everyone, or the whole
+    organization), and ``organization_id`` when scoped to one."""
+    scope: dict[str, Any] = {"user_id": user_id}
+    if organization_id is not None:
+        scope["organization_id"] = organization_id
+    return scope
+
+
 def _range_dict(date_range: DateRange) -> dict[str, Any]:
     return {
         "start": date_range.start.isoformat(),
@@ -230,29 +290,46 @@ def _range_dict(date_range: DateRange) -> dict[str, Any]:
 # --- pages ---------------------------------------------------------------------------------------
 
 
-def _dashboard(request: HttpRequest, subject_id: int) -> HttpResponse:
+def _dashboard(
+    request: HttpRequest, subject_id: int, organization: Organization | None = None
+) -> HttpResponse:
+    """A user's dashboard: all of their usage, or (``organization``, for its admin) only what
+    was billed to that organization, with the charts and exports scoped alike."""
     try:
         date_range = _date_range(request)
         page = parse_page(params=request.GET)
     except FilterError as error:
         return _bad_filter_page(request, error)
     subject = get_user_model()._default_manager.get(pk=subject_id)
-    totals = selectors.usage_summary(user_id=subject_id, date_range=date_range)
-    sessions = selectors.sessions_for_user(user_id=subject_id, date_range=date_range, page=page)
-    user_q = "" if subject_id == request.user.pk else f"&user={subject_id}"
+    org_id = organization.pk if organization is not None else None
+    totals = selectors.usage_summary(
+        user_id=subject_id, date_range=date_range, organization_id=org_id
+    )
+    sessions = selectors.sessions_for_user(
+        user_id=subject_id, date_range=date_range, page=page, organization_id=org_id
+    )
+    is_self = subject_id == request.user.pk and organization is None
+    if organization is not None:
+        user_q = f"&org={organization.pk}&user={subject_id}"
+    else:
+        user_q = "" if is_self else f"&user={subject_id}"
     return _page(
         request,
         "usage/dashboard.html",
         {
             "subject": subject,
-            "is_self": subject_id == request.user.pk,
+            "is_self": is_self,
+            "org": organization,
+            "org_tab": "usage",
             "range": date_range,
             "range_query": date_range.as_query(),
             "api_query": date_range.as_query() + user_q,
             "totals": totals.as_dict(),
             "models": [
                 m.as_dict()
-                for m in selectors.usage_by_model(user_id=subject_id, date_range=date_range)
+                for m in selectors.usage_by_model(
+                    user_id=subject_id, date_range=date_range, organization_id=org_id
+                )
             ],
             "sessions": sessions,
             "session_rows": [s.as_dict() for s in sessions.items],
@@ -275,8 +352,17 @@ def user_usage(request: HttpRequest, user_id: int) -> HttpResponse:
     return _dashboard(request, user_id)
 
 
-def _session_page(request: HttpRequest, owner_id: int | None, session_id: str) -> HttpResponse:
-    session = selectors.session_for_user(user_id=owner_id, session_id=session_id)
+def _session_page(
+    request: HttpRequest,
+    owner_id: int | None,
+    session_id: str,
+    organization: Organization | None = None,
+) -> HttpResponse:
+    """One session's page; with ``organization`` (its admin) only if it was billed to it."""
+    org_id = organization.pk if organization is not None else None
+    session = selectors.session_for_user(
+        user_id=owner_id, session_id=session_id, organization_id=org_id
+    )
     if session is None:
         raise Http404("No such session.")
     try:
@@ -285,15 +371,24 @@ def _session_page(request: HttpRequest, owner_id: int | None, session_id: str) -
         return _bad_filter_page(request, error)
     offset = (page - 1) * SESSION_CALLS_PER_PAGE
     calls = selectors.session_calls(
-        user_id=owner_id, session_id=session_id, limit=SESSION_CALLS_PER_PAGE, offset=offset
+        user_id=owner_id,
+        session_id=session_id,
+        limit=SESSION_CALLS_PER_PAGE,
+        offset=offset,
+        organization_id=org_id,
     )
     calls_total = session.totals.requests
     owner = get_user_model()._default_manager.filter(pk=owner_id).first() if owner_id else None
-    user_q = "" if owner_id == request.user.pk else f"?user={owner_id if owner_id else ALL}"
+    if organization is not None:
+        user_q = f"?org={organization.pk}&user={owner_id}"
+    else:
+        user_q = "" if owner_id == request.user.pk else f"?user={owner_id if owner_id else ALL}"
     return _page(
         request,
         "usage/session.html",
         {
+            "org": organization,
+            "org_tab": "usage",
             "session": session,
             "totals": session.totals.as_dict(),
             "owner": owner,
@@ -385,6 +480,63 @@ def orgs_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+# --- an organization, for its admins (and staff) ----------------------------------------------
+
+
+ORG_USERS_SHOWN = 50  # the page's table and chart; the users CSV has every one
+
+
+@login_required
+def org_usage(request: HttpRequest, org_id: int) -> HttpResponse:
+    """One organization's usage: totals, days, models and users — only rows billed to it."""
+    organization = org_selectors.organization_for_admin(user=request.user, organization_id=org_id)
+    try:
+        date_range = _date_range(request)
+    except FilterError as error:
+        return _bad_filter_page(request, error)
+    org_id = organization.pk
+    users = selectors.users_page(
+        date_range=date_range, sort="cost", per_page=ORG_USERS_SHOWN, organization_id=org_id
+    )
+    return _page(
+        request,
+        "usage/org.html",
+        {
+            "org": organization,
+            "org_tab": "usage",
+            "range": date_range,
+            "range_query": date_range.as_query(),
+            "api_query": f"{date_range.as_query()}&org={organization.pk}",
+            "totals": selectors.usage_summary(
+                user_id=None, date_range=date_range, organization_id=org_id
+            ).as_dict(),
+            "models": [
+                m.as_dict()
+                for m in selectors.usage_by_model(
+                    user_id=None, date_range=date_range, organization_id=org_id
+                )
+            ],
+            "users": users,
+            "user_rows": [u.as_dict() for u in users.items],
+        },
+    )
+
+
+@login_required
+def org_user_usage(request: HttpRequest, org_id: int, user_id: int) -> HttpResponse:
+    """A member's dashboard as their organization's admin sees it: what was billed to it."""
+    organization = org_selectors.organization_for_admin(user=request.user, organization_id=org_id)
+    return _dashboard(request, _org_user_id(organization, user_id), organization)
+
+
+@login_required
+def org_user_session(
+    request: HttpRequest, org_id: int, user_id: int, session_id: str
+) -> HttpResponse:
+    organization = org_selectors.organization_for_admin(user=request.user, organization_id=org_id)
+    return _session_page(request, _org_user_id(organization, user_id), session_id, organization)
+
+
 @login_required
 def reconciliation(request: HttpRequest) -> HttpResponse:
     """Staff: our audit_log against Anthropic's usage and cost reports, per day (the latest
@@ -467,39 +619,55 @@ def caching(request: HttpRequest) -> HttpResponse:
 @json_endpoint
 def summary_json(request: HttpRequest) -> HttpResponseBase:
     date_range = _date_range(request)
-    subject_id = _subject_user_id(request, request.GET.get("user"))
-    totals = selectors.usage_summary(user_id=subject_id, date_range=date_range).as_dict()
+    subject_id, org_id = _scope(request)
+    totals = selectors.usage_summary(
+        user_id=subject_id, date_range=date_range, organization_id=org_id
+    ).as_dict()
     if _wants_csv(request):
         return csv_response(
             filename="usage-summary.csv",
             header=("start", "end", *TOTALS_COLUMNS),
             rows=[{"start": date_range.start, "end": date_range.end, **totals}],
         )
-    return JsonResponse({"range": _range_dict(date_range), "user_id": subject_id, "totals": totals})
+    return JsonResponse(
+        {"range": _range_dict(date_range), **_scope_dict(subject_id, org_id), "totals": totals}
+    )
 
 
 @json_endpoint
 def daily_json(request: HttpRequest) -> HttpResponseBase:
     date_range = _date_range(request)
-    subject_id = _subject_user_id(request, request.GET.get("user"))
-    days = [d.as_dict() for d in selectors.usage_by_day(user_id=subject_id, date_range=date_range)]
+    subject_id, org_id = _scope(request)
+    days = [
+        d.as_dict()
+        for d in selectors.usage_by_day(
+            user_id=subject_id, date_range=date_range, organization_id=org_id
+        )
+    ]
     if _wants_csv(request):
         return csv_response(filename="usage-daily.csv", header=("day", *TOTALS_COLUMNS), rows=days)
-    return JsonResponse({"range": _range_dict(date_range), "user_id": subject_id, "days": days})
+    return JsonResponse(
+        {"range": _range_dict(date_range), **_scope_dict(subject_id, org_id), "days": days}
+    )
 
 
 @json_endpoint
 def models_json(request: HttpRequest) -> HttpResponseBase:
     date_range = _date_range(request)
-    subject_id = _subject_user_id(request, request.GET.get("user"))
+    subject_id, org_id = _scope(request)
     models = [
-        m.as_dict() for m in selectors.usage_by_model(user_id=subject_id, date_range=date_range)
+        m.as_dict()
+        for m in selectors.usage_by_model(
+            user_id=subject_id, date_range=date_range, organization_id=org_id
+        )
     ]
     if _wants_csv(request):
         return csv_response(
             filename="usage-models.csv", header=("model", *TOTALS_COLUMNS), rows=models
         )
-    return JsonResponse({"range": _range_dict(date_range), "user_id": subject_id, "models": models})
+    return JsonResponse(
+        {"range": _range_dict(date_range), **_scope_dict(subject_id, org_id), "models": models}
+    )
 
 
 SESSION_COLUMNS = ("session_id", "user_id", "first_at", "last_at", *TOTALS_COLUMNS)
@@ -508,21 +676,25 @@ SESSION_COLUMNS = ("session_id", "user_id", "first_at", "last_at", *TOTALS_COLUM
 @json_endpoint
 def sessions_json(request: HttpRequest) -> HttpResponseBase:
     date_range = _date_range(request)
-    subject_id = _subject_user_id(request, request.GET.get("user"))
+    subject_id, org_id = _scope(request)
     page = parse_page(params=request.GET)
     if subject_id is None:
         raise FilterError("Sessions are listed per user; give user=<id>.")
     if _wants_csv(request):
         rows = (
             s.as_dict()
-            for s in selectors.iter_sessions_for_user(user_id=subject_id, date_range=date_range)
+            for s in selectors.iter_sessions_for_user(
+                user_id=subject_id, date_range=date_range, organization_id=org_id
+            )
         )
         return csv_response(filename="usage-sessions.csv", header=SESSION_COLUMNS, rows=rows)
-    sessions = selectors.sessions_for_user(user_id=subject_id, date_range=date_range, page=page)
+    sessions = selectors.sessions_for_user(
+        user_id=subject_id, date_range=date_range, page=page, organization_id=org_id
+    )
     return JsonResponse(
         {
             "range": _range_dict(date_range),
-            "user_id": subject_id,
+            **_scope_dict(subject_id, org_id),
             "page": sessions.number,
             "has_next": sessions.has_next,
             "total": sessions.total,
@@ -536,21 +708,32 @@ CALL_COLUMNS = selectors.CALL_COLUMNS
 
 @json_endpoint
 def session_calls_json(request: HttpRequest, session_id: str) -> HttpResponseBase:
-    owner_id = _subject_user_id(request, request.GET.get("user"))
-    # ?user=all means "the system's session" (no user) here; only staff get that far.
-    session = selectors.session_for_user(user_id=owner_id, session_id=session_id)
+    owner_id, org_id = _scope(request)
+    # ?user=all means "the system's session" (no user) here; only staff get that far. Within
+    # an organization a session id names nothing without its user (ids are per user).
+    if org_id is not None and owner_id is None:
+        raise FilterError("Sessions are per user; give user=<id> with org=<id>.")
+    session = selectors.session_for_user(
+        user_id=owner_id, session_id=session_id, organization_id=org_id
+    )
     if session is None:
         raise Http404("No such session.")
     if _wants_csv(request):
         rows = (
             c.as_dict()
-            for c in selectors.iter_session_calls(user_id=owner_id, session_id=session_id)
+            for c in selectors.iter_session_calls(
+                user_id=owner_id, session_id=session_id, organization_id=org_id
+            )
         )
         return csv_response(filename="session-calls.csv", header=CALL_COLUMNS, rows=rows)
     page = parse_page(params=request.GET)
     per_page = selectors.SESSION_CALLS_LIMIT
     calls = selectors.session_calls(
-        user_id=owner_id, session_id=session_id, limit=per_page, offset=(page - 1) * per_page
+        user_id=owner_id,
+        session_id=session_id,
+        limit=per_page,
+        offset=(page - 1) * per_page,
+        organization_id=org_id,
     )
     return JsonResponse(
         {
@@ -567,15 +750,29 @@ USER_COLUMNS = ("user_id", "username", *TOTALS_COLUMNS)
 
 @json_endpoint
 def users_json(request: HttpRequest) -> HttpResponseBase:
-    _require_staff(request)
+    """Every user's totals (staff), or one organization's users' (``?org=``, its admin)."""
+    organization = _org_scope(request)
+    if organization is None:
+        _require_staff(request)
+    org_id = organization.pk if organization is not None else None
     date_range, sort, descending, page = _users_params(request)
     if _wants_csv(request):
-        rows = (u.as_dict() for u in selectors.iter_users(date_range=date_range, sort=sort))
+        rows = (
+            u.as_dict()
+            for u in selectors.iter_users(date_range=date_range, sort=sort, organization_id=org_id)
+        )
         return csv_response(filename="usage-users.csv", header=USER_COLUMNS, rows=rows)
-    users = selectors.users_page(date_range=date_range, sort=sort, descending=descending, page=page)
+    users = selectors.users_page(
+        date_range=date_range,
+        sort=sort,
+        descending=descending,
+        page=page,
+        organization_id=org_id,
+    )
     return JsonResponse(
         {
             "range": _range_dict(date_range),
+            **({"organization_id": org_id} if org_id is not None else {}),
             "sort": sort,
             "order": "desc" if descending else "asc",
             "page": users.number,
@@ -602,8 +799,9 @@ AUDIT_COLUMNS = (*CALL_COLUMNS, *selectors.AUDIT_EXTRA_COLUMNS)
 
 
 def audit_csv(request: HttpRequest) -> HttpResponseBase:
-    """Every call in the range as CSV (mine; staff: ``?user=<id>`` or ``?user=all``). A
-    browser signed out goes to the login page; a script may send a gateway key."""
+    """Every call in the range as CSV (mine; staff: ``?user=<id>`` or ``?user=all``; an
+    organization's admin: ``?org=<id>``, with ``&user=<id>`` for one of its users). A browser
+    signed out goes to the login page; a script may send a gateway key."""
     if not request.user.is_authenticated:
         if presented_key(request) is None:
             return redirect_to_login(request.get_full_path())
@@ -612,11 +810,13 @@ def audit_csv(request: HttpRequest) -> HttpResponseBase:
             return refused
     try:
         date_range = _date_range(request)
-        subject_id = _subject_user_id(request, request.GET.get("user"))
+        subject_id, org_id = _scope(request)
     except FilterError as error:
         return _bad_filter_json(error)
     return csv_response(
         filename=f"audit-{date_range.start}-{date_range.end}.csv",
         header=AUDIT_COLUMNS,
-        rows=selectors.iter_audit_rows(user_id=subject_id, date_range=date_range),
+        rows=selectors.iter_audit_rows(
+            user_id=subject_id, date_range=date_range, organization_id=org_id
+        ),
     )

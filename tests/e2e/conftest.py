@@ -22,7 +22,7 @@ from rq.job import Job
 
 from llm_calls.client import close_clients
 from llm_calls.emulator.process import EmulatorProcess
-from queueing.models import LLMRequest
+from queueing.models import ApiToken, LLMRequest
 from usage import services as usage_services
 
 MODEL = "claude-sonnet-5-5"
@@ -119,12 +119,16 @@ def rq_worker_key() -> str:
 
 
 def url_values(*, request: LLMRequest) -> dict[str, str]:
-    """Values for every URL parameter: ``request``'s own (its pk, owner and session), and
-    things that exist where a page needs them to (an RQ job and worker)."""
+    """Values for every URL parameter: ``request``'s own (its pk, owner, session, the owner's
+    organization and first gateway key), and things that exist where a page needs them to (an
+    RQ job and worker)."""
+    key = ApiToken.objects.filter(user_id=request.user_id).order_by("pk").first()
     return {
         "pk": str(request.pk),
         "user_id": str(request.user_id),
         "session_id": request.session_id,
+        "org_id": str(request.organization_id or 999999),
+        "key_id": str(key.pk if key is not None else 999999),
         "app_label": "queueing",
         "content_type_id": str(ContentType.objects.get_for_model(LLMRequest).pk),
         "object_id": str(request.pk),
