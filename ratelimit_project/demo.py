@@ -5,7 +5,8 @@
 
 1. stops whatever a previous demo left running (``var/demo/pids.json``), migrates, starts or
    finds Redis (the embedded server unless ``REDIS_URL`` is set) and creates the demo data
-   (``demo_data_ensure``: 3 organizations, 21 users with quotas, an admin);
+   (``demo_data_ensure``: 3 organizations, 21 users with quotas, Acme Legal's organization
+   admin ``kim`` and a staff admin);
 2. starts the Anthropic emulator with the configured limits, realistic latency and a few faults,
    one worker host with the documented command (``manage.py llm_worker --threads 64``) and the
    web server (``manage.py serve``: pages, JSON API and the Anthropic-compatible endpoint),
@@ -42,7 +43,6 @@ import sys
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -134,6 +134,10 @@ class OrgSpec:
     domain: str
     quota: dict[str, Any]
     users: tuple[UserSpec, ...]
+    # The organization's admin (a membership role, not staff): logs in with the users'
+    # password, sees and manages this organization only. Sends no traffic of their own, so the
+    # demo's figures stay those of the 21 users.
+    admin: str = ""
 
 
 ORGANIZATIONS: tuple[OrgSpec, ...] = (
@@ -151,6 +155,7 @@ ORGANIZATIONS: tuple[OrgSpec, ...] = (
             UserSpec("frank"),
             UserSpec("grace"),
         ),
+        admin="kim",
     ),
     OrgSpec(
         name="Globex Support",
@@ -183,6 +188,7 @@ ORGANIZATIONS: tuple[OrgSpec, ...] = (
 )
 ADMIN_USERNAME = "admin"
 DEMO_USERNAMES = tuple(u.username for org in ORGANIZATIONS for u in org.users)
+ORG_ADMINS = {org.admin: org.name for org in ORGANIZATIONS if org.admin}
 
 
 @dataclass(frozen=True)
@@ -244,7 +250,19 @@ def demo_data_ensure() -> Logins:
                         "usd_per_month": spec.usd_per_month,
                     },
                 )
-        user_model.objects.filter(username__in=DEMO_USERNAMES).update(
+            if org_spec.admin:
+                org_admin, _ = user_model.objects.get_or_create(
+                    username=org_spec.admin,
+                    defaults={
+                        "email": f"{org_spec.admin}@{org_spec.domain}",
+                        "first_name": org_spec.admin.capitalize(),
+                    },
+                )
+                # The role is what the printed login promises, so it is set again each run.
+                Membership.objects.update_or_create(
+                    user=org_admin, defaults={"organization": org, "role": Membership.Role.ADMIN}
+                )
+        user_model.objects.filter(username__in=(*DEMO_USERNAMES, *ORG_ADMINS)).update(
             password=user_hash, is_active=True
         )
         admin, _ = user_model.objects.get_or_create(
@@ -1170,16 +1188,6 @@ def _quiet_logging() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _without_password(url: str) -> str:
-    """A URL fit to print: a password in it is a secret (invariant 6)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 def _check_real(options: DemoOptions) -> None:
     if not options.real:
         return
@@ -1226,7 +1234,8 @@ def _run(*, options: DemoOptions, out: TextIO, stack: DemoStack, stop: threading
     where = (
         f"embedded Redis at {_embedded_socket()}"
         if settings.EMBEDDED_REDIS
-        else f"Redis at {_without_password(str(settings.REDIS_URL))}"
+        # a password in it is a secret (invariant 6); also a Sentinel URL's
+        else f"Redis at {project_redis.redacted_url(str(settings.REDIS_URL))}"
     )
     out.write(f"Using the {where}.\n")
     logins = demo_data_ensure()
@@ -1507,6 +1516,11 @@ def final_summary(
     out.flush()
 
 
+def _org_admin_login() -> str:
+    name, org = next(iter(ORG_ADMINS.items()))
+    return f"{name} of {org}"
+
+
 def _print_urls(*, out: TextIO, base: str, logins: Logins) -> None:
     session = (
         SessionUsage.objects.filter(user__username="alice")
@@ -1519,6 +1533,7 @@ def _print_urls(*, out: TextIO, base: str, logins: Logins) -> None:
         rows.append(("A session", f"{base}/usage/sessions/{session}/"))
     rows += [
         ("Queue", f"{base}/queue/"),
+        ("Organization", f"{base}/org/  (an organization admin, e.g. {_org_admin_login()})"),
         ("All users", f"{base}/usage/users/  (staff)"),
         ("Queue overview", f"{base}/queue/staff/  (staff)"),
         ("Admin", f"{base}/admin/"),
@@ -1528,6 +1543,11 @@ def _print_urls(*, out: TextIO, base: str, logins: Logins) -> None:
     lines += [
         "Logins:",
         f"  end user  alice / {logins.user_password}  (every demo user, e.g. bob, has it)",
+        *(
+            f"  org admin {name} / {logins.user_password}  (admin of {org} only: its usage, "
+            "members' quotas and gateway keys)"
+            for name, org in ORG_ADMINS.items()
+        ),
         f"  staff     {ADMIN_USERNAME} / {logins.admin_password}  (staff + superuser)",
         "Press Ctrl-C to stop everything (or run `make stop` in another terminal).",
     ]

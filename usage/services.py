@@ -37,6 +37,7 @@ from usage import price_sheets, pricing
 from usage.models import (
     RATE_FIELDS,
     AuditLog,
+    AuditLogPrune,
     ModelPrice,
     OrganizationUsageDaily,
     Outcome,
@@ -894,16 +895,28 @@ class RebuildResult:
     organization_rows: int
 
 
+class RollupsRebuildRefused(Exception):
+    """audit_log rows were pruned (``usage.retention``): the rollups are the only record of
+    those days left, and a rebuild from audit_log would erase them."""
+
+
 def rollups_rebuild(*, batch_size: int = 5000) -> RebuildResult:
     """Recompute every rollup from audit_log with GROUP BY, in one transaction.
 
     For after a bulk load (seed_usage) or to repair; the per-user and organization rollups are
     grouped from the fresh daily rollup, which is far smaller than audit_log. Do not run it while workers
-    are recording calls: a call recorded meanwhile could be counted by both paths.
+    are recording calls: a call recorded meanwhile could be counted by both paths. Refused
+    (``RollupsRebuildRefused``) once audit rows have been pruned.
     """
     p = "agg_"
     sums = _audit_sums(p)
     with transaction.atomic():
+        pruned = AuditLogPrune.objects.filter(rows__gt=0).aggregate(rows=Sum("rows"))["rows"]
+        if pruned:
+            raise RollupsRebuildRefused(
+                f"{pruned} audit_log rows were pruned (usage.retention); their totals live only "
+                "in the rollups, which a rebuild from audit_log would erase."
+            )
         UsageDaily.objects.all().delete()
         UserUsageDaily.objects.all().delete()
         SessionUsage.objects.all().delete()
@@ -1007,12 +1020,17 @@ def _bulk_insert(model: type[UsageCounters], objs: Iterable[UsageCounters], batc
 
 def rollups_check() -> list[str]:
     """Differences between the all-time totals of audit_log and of each rollup (empty when
-    consistent). Sessions only cover calls with a session id."""
+    consistent). Sessions only cover calls with a session id. Rows pruned by the retention
+    (``usage.retention``) still count: their totals are on the ``AuditLogPrune`` records."""
     p = "agg_"
     audit_all = _counters(AuditLog.objects.aggregate(**_audit_sums(p)), p)
     audit_sessions = _counters(
         AuditLog.objects.exclude(session_id="").aggregate(**_audit_sums(p)), p
     )
+    for prune in AuditLogPrune.objects.only("totals", "session_totals"):
+        for name in UsageCounters.COUNTER_FIELDS:
+            audit_all[name] += int(prune.totals.get(name, 0))
+            audit_sessions[name] += int(prune.session_totals.get(name, 0))
     problems = []
     for model, expected in (
         (UsageDaily, audit_all),
