@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -202,6 +202,142 @@ class _LoopState:
         return time.monotonic() - self.started - self.blocked_s
 
 
+class _RetryLoop(Generic[_T]):
+    """One call's retry loop, shared by the blocking and the asyncio entry points: they differ
+    only in how an attempt and the ``before_attempt`` hook are waited for (see their docs)."""
+
+    def __init__(
+        self,
+        *,
+        policy: RetryPolicy,
+        on_attempt: Callable[[Attempt], None] | None,
+        on_response_headers: Callable[[int | None, Mapping[str, str]], None] | None,
+    ) -> None:
+        self.state = _LoopState(policy=policy)
+        self.on_attempt = on_attempt
+        self.on_response_headers = on_response_headers
+
+    def number(self) -> int:
+        return len(self.state.attempts) + 1
+
+    def blocked_since(self, blocked_from: float) -> float:
+        """Count the time a ``before_attempt`` hook blocked as queueing, not retrying; returns
+        when the attempt itself begins."""
+        state = self.state
+        began = time.monotonic()
+        if state.started is None:
+            state.started = began
+        else:
+            state.blocked_s += began - blocked_from
+        return began
+
+    def failed(self, failure: AttemptFailure, *, began: float) -> None:
+        self.state.last_failure = failure
+        self.state.last_duration_ms = (time.monotonic() - began) * 1000.0
+        if self.on_response_headers is not None and failure.got_response:
+            self.on_response_headers(failure.status, failure.headers)
+
+    def succeeded(self, response: ClientResponse[_T], *, number: int, began: float) -> None:
+        duration_ms = (time.monotonic() - began) * 1000.0
+        if self.on_response_headers is not None:
+            self.on_response_headers(response.status, response.headers)
+        self._record(
+            Attempt(
+                number=number,
+                status=response.status,
+                error_type=None,
+                request_id=response.request_id,
+                duration_ms=duration_ms,
+                billed=response.billed,
+            )
+        )
+
+    def _record(self, entry: Attempt) -> None:
+        self.state.attempts.append(entry)
+        if self.on_attempt is not None:
+            self.on_attempt(entry)
+
+    def _record_failure(self, wait_s: float) -> None:
+        failure = self.state.last_failure
+        assert failure is not None
+        self._record(
+            Attempt(
+                number=self.number(),
+                status=failure.status,
+                error_type=failure.error_type,
+                request_id=failure.request_id,
+                duration_ms=self.state.last_duration_ms,
+                wait_s=wait_s,
+                retry_after_s=failure.retry_after_s,
+                billed=False,
+                error_code=failure.error_code,
+            )
+        )
+
+    def _on_backoff(self, details: Details) -> None:
+        wait_s = float(details.get("wait", 0.0))
+        self._record_failure(wait_s)
+        failure = self.state.last_failure
+        logger.warning(
+            "Claude attempt %d failed: %s; retrying in %.2f s",
+            len(self.state.attempts),
+            failure.describe() if failure else "?",
+            wait_s,
+        )
+
+    def _on_giveup(self, details: Details) -> None:
+        state = self.state
+        failure = state.last_failure
+        assert failure is not None
+        if not is_retryable(failure):
+            state.gave_up_because = GAVE_UP_NOT_RETRYABLE
+        elif state.refused_wait_s is not None:
+            state.gave_up_because = GAVE_UP_TOTAL_CAP
+        else:
+            state.gave_up_because = GAVE_UP_RETRY_LIMIT
+        self._record_failure(0.0)
+
+    def _waits(self, **_: Any) -> Generator[float, Any, None]:
+        """backoff sends each failure in and sleeps for what we yield; returning gives up."""
+        policy, state = self.state.policy, self.state
+        ceilings = policy.ceilings()
+        failure = yield  # type: ignore[misc]  # backoff primes the generator with None
+        while True:
+            wait_s = policy.wait_s(
+                ceiling_s=next(ceilings),
+                retry_after_s=failure.retry_after_s if failure is not None else None,
+            )
+            if state.elapsed_s() + wait_s > policy.total_cap_s:
+                state.refused_wait_s = wait_s
+                return
+            failure = yield wait_s
+
+    def retrying(self, one_attempt: Callable[[], Any]) -> Callable[[], Any]:
+        """``one_attempt`` under the policy; backoff sleeps with asyncio when it is a coroutine."""
+        return backoff.on_exception(
+            self._waits,
+            AttemptFailure,
+            max_tries=self.state.policy.max_retries + 1,
+            max_time=None,
+            jitter=None,  # _waits applies full jitter itself, before the retry-after floor
+            giveup=lambda exc: not (isinstance(exc, AttemptFailure) and is_retryable(exc)),
+            on_backoff=self._on_backoff,
+            on_giveup=self._on_giveup,
+            raise_on_giveup=True,
+            logger=None,  # backoff's default log lines would print the exception; ours are vetted
+        )(one_attempt)
+
+    def outcome(self, response: ClientResponse[_T]) -> RetryOutcome[_T]:
+        assert self.state.started is not None
+        latency_ms = (time.monotonic() - self.state.started) * 1000.0
+        return RetryOutcome(
+            response=response, attempts=tuple(self.state.attempts), latency_ms=latency_ms
+        )
+
+    def gave_up(self, failure: AttemptFailure) -> ClaudeCallError:
+        return _give_up_error(state=self.state, failure=failure)
+
+
 def call_with_retry(
     *,
     attempt: Callable[[int], ClientResponse[_T]],
@@ -219,118 +355,65 @@ def call_with_retry(
     ``on_attempt(Attempt)``, for a failure only once its wait is known (just before sleeping).
     Raises ``ClaudeCallError``; exceptions raised by the hooks propagate unchanged.
     """
-    state = _LoopState(policy=policy)
+    loop: _RetryLoop[_T] = _RetryLoop(
+        policy=policy, on_attempt=on_attempt, on_response_headers=on_response_headers
+    )
 
     def one_attempt() -> ClientResponse[_T]:
-        number = len(state.attempts) + 1
+        number = loop.number()
+        blocked_from = time.monotonic()
         if before_attempt is not None:
-            blocked_from = time.monotonic()
             before_attempt(number)
-            if state.started is not None:
-                state.blocked_s += time.monotonic() - blocked_from
-        began = time.monotonic()
-        if state.started is None:
-            state.started = began
+        began = loop.blocked_since(blocked_from)
         try:
             response = attempt(number)
         except AttemptFailure as failure:
-            state.last_failure = failure
-            state.last_duration_ms = (time.monotonic() - began) * 1000.0
-            if on_response_headers is not None and failure.got_response:
-                on_response_headers(failure.status, failure.headers)
+            loop.failed(failure, began=began)
             raise
-        duration_ms = (time.monotonic() - began) * 1000.0
-        if on_response_headers is not None:
-            on_response_headers(response.status, response.headers)
-        _record(
-            Attempt(
-                number=number,
-                status=response.status,
-                error_type=None,
-                request_id=response.request_id,
-                duration_ms=duration_ms,
-                billed=response.billed,
-            )
-        )
+        loop.succeeded(response, number=number, began=began)
         return response
 
-    def _record(entry: Attempt) -> None:
-        state.attempts.append(entry)
-        if on_attempt is not None:
-            on_attempt(entry)
+    try:
+        response = loop.retrying(one_attempt)()
+    except AttemptFailure as failure:
+        raise loop.gave_up(failure) from failure
+    return loop.outcome(response)
 
-    def _record_failure(wait_s: float) -> None:
-        failure = state.last_failure
-        assert failure is not None
-        _record(
-            Attempt(
-                number=len(state.attempts) + 1,
-                status=failure.status,
-                error_type=failure.error_type,
-                request_id=failure.request_id,
-                duration_ms=state.last_duration_ms,
-                wait_s=wait_s,
-                retry_after_s=failure.retry_after_s,
-                billed=False,
-                error_code=failure.error_code,
-            )
-        )
 
-    def on_backoff(details: Details) -> None:
-        wait_s = float(details.get("wait", 0.0))
-        _record_failure(wait_s)
-        logger.warning(
-            "Claude attempt %d failed: %s; retrying in %.2f s",
-            len(state.attempts),
-            state.last_failure.describe() if state.last_failure else "?",
-            wait_s,
-        )
+async def acall_with_retry(
+    *,
+    attempt: Callable[[int], Awaitable[ClientResponse[_T]]],
+    policy: RetryPolicy,
+    on_attempt: Callable[[Attempt], None] | None = None,
+    on_response_headers: Callable[[int | None, Mapping[str, str]], None] | None = None,
+    before_attempt: Callable[[int], Awaitable[None]] | None = None,
+) -> RetryOutcome[_T]:
+    """``call_with_retry`` for an event loop: ``attempt(n)`` and ``before_attempt(n)`` are
+    awaited, and the waits between attempts are ``asyncio.sleep``s, so one loop holds many
+    calls at once. The hooks that stay plain functions must not block: they run on the loop."""
+    loop: _RetryLoop[_T] = _RetryLoop(
+        policy=policy, on_attempt=on_attempt, on_response_headers=on_response_headers
+    )
 
-    def on_giveup(details: Details) -> None:
-        failure = state.last_failure
-        assert failure is not None
-        if not is_retryable(failure):
-            state.gave_up_because = GAVE_UP_NOT_RETRYABLE
-        elif state.refused_wait_s is not None:
-            state.gave_up_because = GAVE_UP_TOTAL_CAP
-        else:
-            state.gave_up_because = GAVE_UP_RETRY_LIMIT
-        _record_failure(0.0)
-
-    def waits(**_: Any) -> Generator[float, Any, None]:
-        """backoff sends each failure in and sleeps for what we yield; returning gives up."""
-        ceilings = policy.ceilings()
-        failure = yield  # type: ignore[misc]  # backoff primes the generator with None
-        while True:
-            wait_s = policy.wait_s(
-                ceiling_s=next(ceilings),
-                retry_after_s=failure.retry_after_s if failure is not None else None,
-            )
-            if state.elapsed_s() + wait_s > policy.total_cap_s:
-                state.refused_wait_s = wait_s
-                return
-            failure = yield wait_s
-
-    retrying = backoff.on_exception(
-        waits,
-        AttemptFailure,
-        max_tries=policy.max_retries + 1,
-        max_time=None,
-        jitter=None,  # waits() applies full jitter itself, before the retry-after floor
-        giveup=lambda exc: not (isinstance(exc, AttemptFailure) and is_retryable(exc)),
-        on_backoff=on_backoff,
-        on_giveup=on_giveup,
-        raise_on_giveup=True,
-        logger=None,  # backoff's default log lines would print the exception; ours are vetted
-    )(one_attempt)
+    async def one_attempt() -> ClientResponse[_T]:
+        number = loop.number()
+        blocked_from = time.monotonic()
+        if before_attempt is not None:
+            await before_attempt(number)
+        began = loop.blocked_since(blocked_from)
+        try:
+            response = await attempt(number)
+        except AttemptFailure as failure:
+            loop.failed(failure, began=began)
+            raise
+        loop.succeeded(response, number=number, began=began)
+        return response
 
     try:
-        response = retrying()
+        response = await loop.retrying(one_attempt)()
     except AttemptFailure as failure:
-        raise _give_up_error(state=state, failure=failure) from failure
-    assert state.started is not None
-    latency_ms = (time.monotonic() - state.started) * 1000.0
-    return RetryOutcome(response=response, attempts=tuple(state.attempts), latency_ms=latency_ms)
+        raise loop.gave_up(failure) from failure
+    return loop.outcome(response)
 
 
 def _give_up_error(*, state: _LoopState, failure: AttemptFailure) -> ClaudeCallError:

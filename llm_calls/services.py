@@ -2,19 +2,27 @@
 
 This is the transport's front door. It knows nothing of users, quotas or limits: the caller
 (queueing) passes hooks to block before each attempt, learn from every response's headers and
-record each attempt. Only queueing calls ``send_message`` (a test enforces it).
+record each attempt. Only queueing calls ``send_message`` and its event-loop twin
+``asend_prepared`` (a test enforces it).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from llm_calls import client
-from llm_calls.caching import plan_for_call, record_uncached, record_warm_prefixes
-from llm_calls.retry import ClaudeCallError, RetryPolicy, call_with_retry
+from llm_calls.caching import CachePlan, plan_for_call, record_uncached, record_warm_prefixes
+from llm_calls.retry import (
+    ClaudeCallError,
+    RetryOutcome,
+    RetryPolicy,
+    acall_with_retry,
+    call_with_retry,
+)
 from llm_calls.types import CLASSIC_CACHE_RATES, Attempt, CacheRates, MessageResult, Usage
 
 
@@ -46,6 +54,85 @@ def send_message(
     malformed, else after the retry policy gave up. Raises ``ImproperlyConfigured`` when no
     endpoint is configured, before any hook runs.
     """
+    plan = prepare_message(params=params, cache_planner=cache_planner, cache_rates=cache_rates)
+
+    def attempt(number: int) -> client.ClientResponse[dict[str, Any]]:
+        headers = _attempt_headers(client_request_id, number)
+        if stream:
+            return client.stream_message(params=plan.body, extra_headers=headers, on_event=on_event)
+        return client.create_message(params=plan.body, extra_headers=headers)
+
+    sent_at = time.time()
+    outcome = call_with_retry(
+        attempt=attempt,
+        policy=policy or RetryPolicy.from_settings(),
+        on_attempt=on_attempt,
+        on_response_headers=on_response_headers,
+        before_attempt=before_attempt,
+    )
+    return SentMessage(plan=plan, outcome=outcome, sent_at=sent_at).result()
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """An answered call of :func:`asend_prepared`, before its bookkeeping: ``result()`` reduces
+    it to a ``MessageResult`` and records what the upstream's cache now holds — a Redis round
+    trip, so the caller runs it off the event loop."""
+
+    plan: CachePlan
+    outcome: RetryOutcome[dict[str, Any]]
+    sent_at: float
+
+    def result(self) -> MessageResult:
+        return _answered(plan=self.plan, outcome=self.outcome, sent_at=self.sent_at)
+
+
+async def asend_prepared(
+    *,
+    plan: CachePlan,
+    stream: bool = False,
+    policy: RetryPolicy | None = None,
+    on_attempt: Callable[[Attempt], None] | None = None,
+    on_response_headers: Callable[[int | None, Mapping[str, str]], None] | None = None,
+    before_attempt: Callable[[int], Awaitable[None]] | None = None,
+    client_request_id: str | None = None,
+    on_event: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
+) -> SentMessage:
+    """:func:`send_message` on an event loop, for a body already through
+    :func:`prepare_message` (both blocking steps — planning and ``SentMessage.result`` — are
+    left to the caller's threads, so the loop never waits on Redis). The attempts, the waits
+    between them, ``before_attempt`` and ``on_event`` are awaited
+    (``llm_calls.retry.acall_with_retry``); ``on_attempt`` and ``on_response_headers`` run on the
+    loop and must not block."""
+
+    async def attempt(number: int) -> client.ClientResponse[dict[str, Any]]:
+        headers = _attempt_headers(client_request_id, number)
+        if stream:
+            return await client.astream_message(
+                params=plan.body, extra_headers=headers, on_event=on_event
+            )
+        return await client.acreate_message(params=plan.body, extra_headers=headers)
+
+    sent_at = time.time()
+    outcome = await acall_with_retry(
+        attempt=attempt,
+        policy=policy or RetryPolicy.from_settings(),
+        on_attempt=on_attempt,
+        on_response_headers=on_response_headers,
+        before_attempt=before_attempt,
+    )
+    return SentMessage(plan=plan, outcome=outcome, sent_at=sent_at)
+
+
+def prepare_message(
+    *,
+    params: Mapping[str, Any],
+    cache_planner: bool | None = None,
+    cache_rates: CacheRates | None = None,
+) -> CachePlan:
+    """Check the body and pass it through the cache planner: what :func:`send_message` does
+    first, and what a caller of :func:`asend_prepared` does before it. Raises
+    ``ClaudeCallError`` (``attempts=0``, nothing sent) for a malformed body."""
     problem = params_problem(params)
     if problem is not None:
         raise ClaudeCallError.not_sent(problem)
@@ -57,24 +144,16 @@ def send_message(
         params=params, enabled=cache_planner, rates=cache_rates or CLASSIC_CACHE_RATES
     )
     record_uncached(plan)
-    params = plan.body
+    return plan
 
-    def attempt(number: int) -> client.ClientResponse[dict[str, Any]]:
-        headers = (
-            {"x-client-request-id": f"{client_request_id}-a{number}"} if client_request_id else None
-        )
-        if stream:
-            return client.stream_message(params=params, extra_headers=headers, on_event=on_event)
-        return client.create_message(params=params, extra_headers=headers)
 
-    sent_at = time.time()
-    outcome = call_with_retry(
-        attempt=attempt,
-        policy=policy or RetryPolicy.from_settings(),
-        on_attempt=on_attempt,
-        on_response_headers=on_response_headers,
-        before_attempt=before_attempt,
-    )
+def _attempt_headers(client_request_id: str | None, number: int) -> dict[str, str] | None:
+    return {"x-client-request-id": f"{client_request_id}-a{number}"} if client_request_id else None
+
+
+def _answered(
+    *, plan: CachePlan, outcome: RetryOutcome[dict[str, Any]], sent_at: float
+) -> MessageResult:
     result = message_result_from_api(
         message=outcome.response.value,
         request_id=outcome.response.request_id,

@@ -279,6 +279,39 @@ def dispatch_backlog() -> int:
     return int(_setting("GATEWAY_DISPATCH_BACKLOG", 16))
 
 
+WORKER_ENGINES = ("loop", "threads")
+
+
+def worker_engine() -> str:
+    """``GATEWAY_WORKER_ENGINE``: how a worker host holds its calls — ``loop`` (one event loop
+    holds them all, ``queueing.engine``) or ``threads`` (an RQ thread each)."""
+    raw = _setting("GATEWAY_WORKER_ENGINE", "loop")
+    if raw not in WORKER_ENGINES:
+        raise ImproperlyConfigured(
+            f"GATEWAY_WORKER_ENGINE must be one of {', '.join(WORKER_ENGINES)}, got {raw!r}."
+        )
+    return str(raw)
+
+
+def worker_intake_threads() -> int:
+    """``GATEWAY_WORKER_INTAKE_THREADS``: RQ threads feeding a host's call engine. Each takes a
+    job, starts its request and hands the call over in a few milliseconds."""
+    return _positive_int("GATEWAY_WORKER_INTAKE_THREADS", 4)
+
+
+def worker_bookkeeping_threads() -> int:
+    """``GATEWAY_WORKER_BOOKKEEPING_THREADS``: threads doing the call engine's database and
+    Redis work (recording answers, journaling, limiter hooks)."""
+    return _positive_int("GATEWAY_WORKER_BOOKKEEPING_THREADS", 8)
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = _setting(name, default)
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise ImproperlyConfigured(f"{name} must be a whole number >= 1, got {raw!r}.")
+    return raw
+
+
 def worker_cpu_slots() -> int:
     """``GATEWAY_WORKER_CPU_SLOTS``: threads of a worker host that run Python code at once
     (``queueing.cpu_gate``); 0 turns the gate off."""

@@ -67,10 +67,16 @@ def _admit_heads(*, limit: int) -> tuple[list[_Admitted], float]:
     factors: dict[str, float] = {}
     warm = caching.WarmPrefixes()  # one lookup per prefix per step: most share a system prompt
     admitted: list[_Admitted] = []
+    taken: set[int] = set()
     while len(admitted) < limit:
         item = scheduler.peek()
         if item is None:
             return admitted, 0.5
+        if item.request_id in taken:
+            # Scheduled again while this step held it: the reaper saw a queued row the
+            # scheduler no longer had (popped here, not yet marked dispatched). Once is enough.
+            scheduler.pop(request_id=item.request_id)
+            continue
         row = (
             LLMRequest.objects.filter(pk=item.request_id)
             .values_list(
@@ -107,6 +113,7 @@ def _admit_heads(*, limit: int) -> tuple[list[_Admitted], float]:
         if not scheduler.pop(request_id=item.request_id):
             limiter.release(reservation=admission.reservation)  # another dispatcher won it
             continue
+        taken.add(item.request_id)
         admitted.append(
             _Admitted(
                 item.request_id, admission.reservation, priority, model_wait, item.enqueued_at

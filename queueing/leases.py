@@ -1,7 +1,7 @@
 """Leases: how the gateway knows a dispatched request still has a live worker.
 
 A lease is a Redis key ``gw:lease:<request id>`` with a short TTL. The dispatcher takes it when it
-hands a request to RQ; the thread running the call holds it (``held``), and one keeper thread
+hands a request to RQ; the process running the call holds it (``hold`` … ``let_go``), and one keeper thread
 per worker process renews every lease the process holds. A worker that is SIGKILLed stops
 renewing, its leases expire, and ``services.recover_orphans`` queues those requests again.
 """
@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from queueing import conf
 from ratelimit_project.redis import get_redis
@@ -55,22 +55,23 @@ def may_have_lost_leases() -> bool:
     return uptime < conf.lease_ttl_s()
 
 
-@contextlib.contextmanager
-def held(request_id: int) -> Iterator[None]:
-    """Hold the lease while the body runs; the process's keeper thread renews it."""
+def hold(request_id: int) -> None:
+    """Take the running lease; the process's keeper renews it until ``let_go`` (which any
+    thread of the process may call: the call engine starts a call in one and ends it in
+    another)."""
     global _keeper
     get_redis().set(_key(request_id), OWNER, ex=conf.lease_ttl_s())
     with _held_lock:
         _held.add(request_id)
         if _keeper is None or not _keeper.is_alive() or _keeper_pid != os.getpid():
             _start_keeper()
-    try:
-        yield
-    finally:
-        with _held_lock:
-            _held.discard(request_id)
-        with contextlib.suppress(Exception):
-            get_redis().delete(_key(request_id))
+
+
+def let_go(request_id: int) -> None:
+    with _held_lock:
+        _held.discard(request_id)
+    with contextlib.suppress(Exception):
+        get_redis().delete(_key(request_id))
 
 
 _keeper_pid = 0

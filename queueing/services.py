@@ -490,6 +490,18 @@ def call_claude(
 
 def reserve_blocking(*, request: LLMRequest, deadline: float | None) -> Reservation | None:
     """Wait until the limiter admits this request's estimate; None if the deadline passes first."""
+    while True:
+        reservation, wait = try_reserve(request=request)
+        if reservation is not None:
+            return reservation
+        if deadline is not None and time.monotonic() + wait > deadline:
+            return None
+        time.sleep(wait)
+
+
+def try_reserve(*, request: LLMRequest) -> tuple[Reservation | None, float]:
+    """One try at the limiter for this request's estimate: the reservation, or None and how
+    long to wait before the next try (bounded to [10 ms, 1 s] so a change is noticed soon)."""
     limiter = get_limiter()
     model_class = catalog.model_class(request.model)
     estimate = input_reservation(
@@ -499,16 +511,12 @@ def reserve_blocking(*, request: LLMRequest, deadline: float | None) -> Reservat
         warm=caching.WarmPrefixes(),
         factor=limiter.estimate_factor(model_class),
     )
-    while True:
-        admission = limiter.try_reserve(
-            model_class=model_class, input_tokens=estimate, output_tokens=request.max_tokens
-        )
-        if admission.admitted and admission.reservation is not None:
-            return admission.reservation
-        wait = max(0.01, min(admission.wait_s, 1.0))
-        if deadline is not None and time.monotonic() + wait > deadline:
-            return None
-        time.sleep(wait)
+    admission = limiter.try_reserve(
+        model_class=model_class, input_tokens=estimate, output_tokens=request.max_tokens
+    )
+    if admission.admitted and admission.reservation is not None:
+        return admission.reservation, 0.0
+    return None, max(0.01, min(admission.wait_s, 1.0))
 
 
 def mark_dispatched(*, request_id: int) -> int | None:
@@ -610,129 +618,198 @@ def execute_request(*, request_id: int, reservation: Reservation | None, dispatc
     The running lease is taken as soon as the job is known to be the request's current
     dispatch — before the first database write, which may wait on a busy database — so a
     worker that dies anywhere from here on is noticed within one lease TTL, not the longer
-    dispatch lease.
+    dispatch lease. The worker host's call engine (``queueing.engine``) runs the same three
+    phases — ``begin_call``, the call, ``Call.finish`` — with the call on an event loop.
     """
+    call = begin_call(request_id=request_id, reservation=reservation, dispatch=dispatch)
+    if call is None:
+        return
+    try:
+        with request_context(request_id=request_id):
+            try:
+                with cpu_gate.waiting():
+                    result = send_message(
+                        params=call.body,
+                        cache_rates=call.cache_rates,
+                        before_attempt=call.before_attempt,
+                        on_attempt=call.on_attempt,
+                        on_response_headers=call.on_headers,
+                        client_request_id=call.client_request_id,
+                        stream=call.live is not None,
+                        on_event=None if call.live is None else call.live.publish,
+                    )
+                    # Billed: journal it at once, before anything that may wait — a CPU slot, the
+                    # database — so a worker killed from here on loses nothing (queueing.journal).
+                    call.journal(result)
+            except (ClaudeCallError, relay.StreamInterrupted) as error:
+                call.finish_failed(error)
+            else:
+                call.finish(result)
+    finally:
+        leases.let_go(request_id)
+
+
+def begin_call(*, request_id: int, reservation: Reservation | None, dispatch: int) -> Call | None:
+    """Take one dispatched request up to the point where its call is sent: hold its lease, mark
+    it running, answer it from the response cache if it may be. None when there is nothing to
+    send (a stale dispatch, a cancelled request, a response-cache hit); otherwise the ``Call``,
+    holding the lease, which whoever sends it gives up with ``leases.let_go`` after ``finish``."""
     request = LLMRequest.objects.filter(
         pk=request_id, status=Status.DISPATCHED, dispatch_count=dispatch
     ).first()
+    limiter = get_limiter()
     if request is None:
         if reservation is not None:
-            get_limiter().release(reservation=reservation)
-        return
-    with leases.held(request_id), request_context(request_id=request_id):
-        _run_dispatched(request=request, reservation=reservation, dispatch=dispatch)
+            limiter.release(reservation=reservation)
+        return None
+    leases.hold(request_id)
+    try:
+        with request_context(request_id=request_id):
+            call = _start(request=request, reservation=reservation, dispatch=dispatch)
+    except BaseException:
+        leases.let_go(request_id)
+        raise
+    if call is None:
+        leases.let_go(request_id)
+    return call
 
 
-def _run_dispatched(*, request: LLMRequest, reservation: Reservation | None, dispatch: int) -> None:
+def _start(*, request: LLMRequest, reservation: Reservation | None, dispatch: int) -> Call | None:
     limiter = get_limiter()
-    request_id = request.pk
     started_at = timezone.now()
     started = LLMRequest.objects.filter(
-        pk=request_id, status=Status.DISPATCHED, dispatch_count=dispatch
+        pk=request.pk, status=Status.DISPATCHED, dispatch_count=dispatch
     ).update(status=Status.RUNNING, started_at=started_at)
     if not started:
         if reservation is not None:
             limiter.release(reservation=reservation)
-        return
+        return None
     request.status, request.started_at = Status.RUNNING, started_at
-    model_class = catalog.model_class(request.model)
-    state: dict[str, Any] = {"reservation": reservation}
-    attempts: list[Attempt] = []
-    live = relay.EventRelay(request_id) if request.live_events else None
-
-    def before_attempt(number: int) -> None:
-        if number == 1 and state["reservation"] is not None:
-            return
-        previous = state["reservation"]
-        if previous is not None:
-            # The previous attempt was not billed: give back its tokens, keep the request it used.
-            limiter.reconcile(reservation=previous, input_tokens=0, output_tokens=0)
-        state["reservation"] = reserve_blocking(request=request, deadline=None)
-
-    def on_attempt(attempt: Attempt) -> None:
-        attempts.append(attempt)
-        if live is not None and live.started and attempt.error_type is not None:
-            # Its caller may have part of the answer already: not retried (queueing.relay).
-            raise relay.StreamInterrupted(attempt.error_type)
-
-    def on_headers(status: int | None, headers: Mapping[str, str]) -> None:
-        # Advisory, and it runs after a 200 was billed: a Redis hiccup here must not throw the
-        # billed answer away (the request would run, and be billed, again).
-        try:
-            limiter.observe_headers(model_class=model_class, status=status, headers=headers)
-        except redis.RedisError as error:
-            log.warning("could not learn from response headers (%s); carrying on", error)
-
-    body = request.message_params()
-    scope = response_cache.scope_for(
-        user_id=request.user_id,
-        organization_id=request.organization_id,
-        shared=request.response_cache_shared,
-    )
+    call = Call(request=request, dispatch=dispatch, reservation=reservation)
     if request.use_response_cache:
-        hit = response_cache.lookup(params=body, scope=scope)
+        hit = response_cache.lookup(params=call.body, scope=call.scope)
         if hit is not None:
-            if state["reservation"] is not None:
-                limiter.release(reservation=state["reservation"])
+            if reservation is not None:
+                limiter.release(reservation=reservation)
             _finish_from_response_cache(request=request, dispatch=dispatch, result=hit)
-            return
+            return None
     # A thread holds a server connection only while it uses the database: 256 calls in flight
     # must not mean 256 idle PostgreSQL connections (the default limit is 100). A SQLite
     # connection is a file handle: keeping it spares a reconnect (and schema load) per call.
     if db_connection.vendor != "sqlite" and not db_connection.in_atomic_block:
         db_connection.close()
-    try:
-        with cpu_gate.waiting():
-            result = send_message(
-                params=body,
-                cache_rates=usage_services.cache_rates(model=request.model, on=started_at.date()),
-                before_attempt=before_attempt,
-                on_attempt=on_attempt,
-                on_response_headers=on_headers,
-                client_request_id=_client_request_id(request_id, dispatch),
-                stream=live is not None,
-                on_event=None if live is None else live.publish,
+    return call
+
+
+class Call:
+    """One running request between ``begin_call`` and its recorded outcome: the body to send,
+    the limiter's hooks for the retry loop, and the ways it ends. Its hooks and its ``finish``
+    methods block on Redis or the database; the call engine runs them in worker threads."""
+
+    def __init__(
+        self, *, request: LLMRequest, dispatch: int, reservation: Reservation | None
+    ) -> None:
+        self.request = request
+        self.dispatch = dispatch
+        self.reservation = reservation
+        self.attempts: list[Attempt] = []
+        self.live = relay.EventRelay(request.pk) if request.live_events else None
+        self.body = request.message_params()
+        self.scope = response_cache.scope_for(
+            user_id=request.user_id,
+            organization_id=request.organization_id,
+            shared=request.response_cache_shared,
+        )
+        self.cache_rates = usage_services.cache_rates(
+            model=request.model, on=(request.started_at or timezone.now()).date()
+        )
+        self.client_request_id = _client_request_id(request.pk, dispatch)
+        self.model_class = catalog.model_class(request.model)
+
+    def needs_reservation(self, number: int) -> bool:
+        """Whether ``before_attempt(number)`` will wait on the limiter (every retry does)."""
+        return not (number == 1 and self.reservation is not None)
+
+    def before_attempt(self, number: int) -> None:
+        if self.needs_reservation(number):
+            self.give_back()
+            self.reservation = reserve_blocking(request=self.request, deadline=None)
+
+    def give_back(self) -> None:
+        """Before a retry: the previous attempt was not billed, so its tokens go back to the
+        limiter (the request it used stays counted)."""
+        if self.reservation is not None:
+            get_limiter().reconcile(reservation=self.reservation, input_tokens=0, output_tokens=0)
+            self.reservation = None
+
+    def try_reserve(self) -> float:
+        """One try for a retry's reservation (the engine waits between tries on its loop):
+        0 once reserved, else the seconds to wait before trying again."""
+        self.reservation, wait = try_reserve(request=self.request)
+        return 0.0 if self.reservation is not None else wait
+
+    def on_attempt(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+        if self.live is not None and self.live.started and attempt.error_type is not None:
+            # Its caller may have part of the answer already: not retried (queueing.relay).
+            raise relay.StreamInterrupted(attempt.error_type)
+
+    def on_headers(self, status: int | None, headers: Mapping[str, str]) -> None:
+        # Advisory, and it runs after a 200 was billed: a Redis hiccup here must not throw the
+        # billed answer away (the request would run, and be billed, again).
+        try:
+            get_limiter().observe_headers(
+                model_class=self.model_class, status=status, headers=headers
             )
-            # Billed: journal it at once, before anything that may wait — a CPU slot, the
-            # database — so a worker killed from here on loses nothing (see queueing.journal).
-            journal.remember(request_id=request_id, dispatch=dispatch, result=result)
-    except ClaudeCallError as error:
-        if live is not None:
-            live.fail(error_type=error.last_error_type or "api_error", message=str(error))
-        _finish_failed(
-            request=request,
-            dispatch=dispatch,
-            error_type=error.last_error_type or "error",
-            message=str(error),
-            attempts=tuple(error.attempt_log),
-            last_status=error.last_status,
-            request_id=error.request_id,
-            reservation=state["reservation"],
-        )
-    except relay.StreamInterrupted:
-        last = attempts[-1]
-        message = (
-            f"the stream was interrupted after it began ({last.error_type}); not retried, "
-            "since the caller had already received part of it"
-        )
-        if live is not None:
-            live.fail(error_type=last.error_type or "api_error", message=message)
-        _finish_failed(
-            request=request,
-            dispatch=dispatch,
-            error_type=last.error_type or "error",
-            message=message,
-            attempts=tuple(attempts),
-            last_status=last.status,
-            request_id=last.request_id,
-            reservation=state["reservation"],
-        )
-    else:
-        _finish_succeeded(
-            request=request, dispatch=dispatch, result=result, reservation=state["reservation"]
-        )
-        if request.use_response_cache:
-            response_cache.store(params=body, scope=scope, result=result)
+        except redis.RedisError as error:
+            log.warning("could not learn from response headers (%s); carrying on", error)
+
+    def journal(self, result: MessageResult) -> None:
+        journal.remember(request_id=self.request.pk, dispatch=self.dispatch, result=result)
+
+    def finish(self, result: MessageResult) -> None:
+        """Record the billed answer (journaled first: ``journal``)."""
+        with request_context(request_id=self.request.pk):
+            _finish_succeeded(
+                request=self.request,
+                dispatch=self.dispatch,
+                result=result,
+                reservation=self.reservation,
+            )
+            if self.request.use_response_cache:
+                response_cache.store(params=self.body, scope=self.scope, result=result)
+
+    def finish_failed(self, error: ClaudeCallError | relay.StreamInterrupted) -> None:
+        """Record a call that ended without an answer: retries exhausted or not allowed, or a
+        stream cut after its caller had received part of it."""
+        if isinstance(error, ClaudeCallError):
+            error_type, message = error.last_error_type or "error", str(error)
+            attempts, last_status = tuple(error.attempt_log), error.last_status
+            upstream_id = error.request_id
+        else:
+            last = self.attempts[-1]
+            error_type = last.error_type or "error"
+            message = (
+                f"the stream was interrupted after it began ({last.error_type}); not retried, "
+                "since the caller had already received part of it"
+            )
+            attempts, last_status, upstream_id = tuple(self.attempts), last.status, last.request_id
+        with request_context(request_id=self.request.pk):
+            if self.live is not None:
+                self.live.fail(
+                    error_type=(error_type if error_type != "error" else "api_error"),
+                    message=message,
+                )
+            _finish_failed(
+                request=self.request,
+                dispatch=self.dispatch,
+                error_type=error_type,
+                message=message,
+                attempts=attempts,
+                last_status=last_status,
+                request_id=upstream_id,
+                reservation=self.reservation,
+            )
 
 
 def _queue_wait_ms(request: LLMRequest) -> float:

@@ -1,8 +1,15 @@
 """One worker host: many Claude calls in flight in one process.
 
 An LLM call is seconds of waiting on the network, so a process per call (RQ's forking
-``Worker``) wastes memory. A host runs ``threads`` RQ ``SimpleWorker`` loops as threads in one
-process — each picks a job from the ``llm`` queue and runs it inline — plus:
+``Worker``) wastes memory. A host holds up to ``threads`` calls at once, in one of two ways:
+
+- ``loop`` (the default): one event loop holds every call (``queueing.engine``); a few RQ
+  ``SimpleWorker`` loops run as threads, each taking a job from the ``llm`` queue, starting its
+  request and handing the call to the loop;
+- ``threads``: ``threads`` RQ ``SimpleWorker`` loops as threads, each running its job's call
+  inline (the engine before the loop; kept to compare against, ``--engine threads``);
+
+plus, either way:
 
 - a dispatcher thread (``queueing.dispatcher``) releasing work when the limiter admits it,
 - a reaper thread re-queueing requests whose worker died (``services.recover_orphans``),
@@ -15,7 +22,8 @@ answers again — trying with a growing wait while it is out, and never dying of
 Calls in flight carry on meanwhile (recording a call needs the database, not Redis). The host
 logs one warning when it finds Redis gone and one line when it is back, not one per thread.
 
-SIGTERM / SIGINT: stop taking jobs, let every in-flight call finish, then exit (warm shutdown).
+SIGTERM / SIGINT: stop taking jobs, let every in-flight call finish, then exit (warm shutdown,
+waiting up to ``DRAIN_TIMEOUT_S`` for the loop's calls).
 A second signal exits at once; requests still running then are recovered by another host's
 reaper once their leases expire. Start it with ``python manage.py llm_worker --threads 256``.
 """
@@ -26,6 +34,7 @@ import contextlib
 import ctypes
 import heapq
 import itertools
+import json
 import logging
 import os
 import signal
@@ -48,7 +57,8 @@ from rq.worker import SimpleWorker
 
 from queueing import alert_delivery, batching, conf, cpu_gate, services
 from queueing.dispatcher import LLM_QUEUE, run_dispatcher
-from ratelimit_project.redis import MAX_POOL_CONNECTIONS, get_redis, redis_url
+from queueing.engine import CallEngine
+from ratelimit_project.redis import MAX_POOL_CONNECTIONS, get_redis, new_client
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,12 @@ STARTUP_WAIT_S = 30.0
 RESPAWN_FIRST_WAIT_S = 1.0
 RESPAWN_MAX_WAIT_S = 4.0
 PROBE_TIMEOUT_S = 2.0
+# Each host announces itself (capacity, engine, calls in flight) under this key, renewed every
+# second of its supervisor loop; a dead host's entry expires.
+HOST_KEY_PREFIX = "gw:worker-host:"
+HOST_KEY_TTL_S = 15
+# Warm shutdown waits this long for the calls the engine holds (a call's retries end sooner).
+DRAIN_TIMEOUT_S = 300.0
 
 # Redis could not be reached (refused, reset, timed out; a server still loading its data after a
 # restart answers LOADING, a ConnectionError too) — unlike an error Redis replied with.
@@ -74,6 +90,18 @@ _RQ_OUTAGE_LINES = frozenset(
         "Worker %s: Redis connection timeout, quitting...",
     }
 )
+
+
+def live_hosts() -> list[dict[str, Any]]:
+    """The worker hosts whose announcement has not expired: name, capacity, engine, in flight."""
+    client = get_redis()
+    keys = sorted(client.scan_iter(f"{HOST_KEY_PREFIX}*", count=1000))
+    entries = client.mget(keys) if keys else []
+    return [
+        {"host": key.decode()[len(HOST_KEY_PREFIX) :], **json.loads(raw)}
+        for key, raw in zip(keys, entries, strict=True)
+        if raw is not None
+    ]
 
 
 class RedisLost(StopRequested):
@@ -280,8 +308,22 @@ class WorkerHost:
         burst: bool = False,
         idle_poll_s: int = 5,
         cpu_slots: int | None = None,
+        engine: str | None = None,
     ) -> None:
-        self.threads = threads
+        # None: the setting (GATEWAY_WORKER_ENGINE).
+        self.engine_kind = conf.worker_engine() if engine is None else engine
+        if self.engine_kind not in conf.WORKER_ENGINES:
+            raise ValueError(f"engine must be one of {conf.WORKER_ENGINES}, got {engine!r}")
+        self.capacity = threads  # calls in flight at most
+        self.engine: CallEngine | None = None
+        if self.engine_kind == "loop":
+            self.engine = CallEngine(
+                capacity=threads, bookkeeping_threads=conf.worker_bookkeeping_threads()
+            )
+            # RQ threads only feed the engine: a few suffice, and fewer threads contend less.
+            threads = min(threads, conf.worker_intake_threads())
+            cpu_slots = 0
+        self.threads = threads  # RQ threads
         # None: the setting (GATEWAY_WORKER_CPU_SLOTS); 0: no gate.
         self.cpu_slots = conf.worker_cpu_slots() if cpu_slots is None else cpu_slots
         # RQ blocks an idle thread for worker_ttl - 15 s; shutdown waits that long for it at most.
@@ -290,8 +332,7 @@ class WorkerHost:
         # socket timeout is above that from the first connection (redis-py's default of 5 s would
         # race the BLPOP and send threads into RQ's reconnect back-off).
         get_redis()  # starts the embedded server first when REDIS_URL is unset
-        self.rq_connection = redis.Redis.from_url(
-            redis_url(),
+        self.rq_connection = new_client(
             socket_timeout=idle_poll_s + 10,
             health_check_interval=30,
             # One connection per thread at least: redis-py 8 caps a pool at 100 by default.
@@ -300,8 +341,8 @@ class WorkerHost:
         # The supervisor's look at Redis before it starts threads: one attempt with short
         # timeouts, so a round costs it little while Redis is out (even unreachable rather than
         # refusing) and it stays quick to notice a stop request.
-        self._probe = redis.Redis.from_url(
-            redis_url(), socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
+        self._probe = new_client(
+            socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
         )
         self.dispatch = dispatch
         self.reap = reap
@@ -409,6 +450,8 @@ class WorkerHost:
             signal.signal(signal.SIGINT, self._on_signal)
         if self.cpu_slots:
             cpu_gate.enable(slots=self.cpu_slots)
+        if self.engine is not None:
+            self.engine.start()
         self._start_threads(list(range(self.threads)))  # Redis out: the supervisor does it later
         # Release work only once the threads that take it are up: otherwise the first seconds
         # of a busy host go to registering hundreds of threads while jobs wait for them.
@@ -428,8 +471,17 @@ class WorkerHost:
         ]
         for helper in helpers:
             helper.start()
-        log.warning("worker host %s: %s threads on queue %r", self.prefix, self.threads, LLM_QUEUE)
+        log.warning(
+            "worker host %s: up to %s calls in flight (%s engine, %s RQ threads) on queue %r",
+            self.prefix,
+            self.capacity,
+            self.engine_kind,
+            self.threads,
+            LLM_QUEUE,
+        )
+        self._announce()
         while not self.stop.wait(1.0):
+            self._announce()
             ended = [slot for slot, (thread, _w) in self.workers.items() if not thread.is_alive()]
             if self.burst:
                 for slot in ended:
@@ -442,13 +494,32 @@ class WorkerHost:
             )
         self._shutdown()
 
+    def _announce(self) -> None:
+        """What this host offers, for operators and for benchmarks waiting on a host's start."""
+        in_flight = self.engine.in_flight if self.engine is not None else None
+        entry = {"capacity": self.capacity, "engine": self.engine_kind, "in_flight": in_flight}
+        try:
+            get_redis().set(HOST_KEY_PREFIX + self.prefix, json.dumps(entry), ex=HOST_KEY_TTL_S)
+        except LOST_REDIS as error:
+            self._outage.began(error)
+
     def _shutdown(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            get_redis().delete(HOST_KEY_PREFIX + self.prefix)
         for _thread, worker in self.workers.values():
             worker._stop_requested = True
         for thread, worker in self.workers.values():
             # Idle threads leave after their dequeue timeout; busy ones after their call. With
             # Redis out, idle ones leave within a second or so (ThreadWorker.heartbeat).
             thread.join(timeout=max(worker.dequeue_timeout + 5, 30))
+        if self.engine is not None:
+            if not self.engine.drain(timeout_s=DRAIN_TIMEOUT_S):
+                log.warning(
+                    "%s calls still in flight after %.0f s; leaving them to the reaper",
+                    self.engine.in_flight,
+                    DRAIN_TIMEOUT_S,
+                )
+            self.engine.stop()
         with contextlib.suppress(Exception):
             close_old_connections()
         self._probe.close()

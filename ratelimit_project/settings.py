@@ -275,6 +275,11 @@ GATEWAY_DISPATCH_LEASE_TTL_S = env_int("GATEWAY_DISPATCH_LEASE_TTL_S", 120)
 GATEWAY_ORPHAN_GRACE_S = env_float("GATEWAY_ORPHAN_GRACE_S", 30.0)
 # Threads of a worker host running Python code at once (queueing.cpu_gate); 0 = no gate.
 GATEWAY_WORKER_CPU_SLOTS = env_int("GATEWAY_WORKER_CPU_SLOTS", 2)
+# "loop": a worker host's calls are held by one event loop (queueing.engine); "threads": by an RQ
+# thread each. The intake and bookkeeping threads serve the loop engine only.
+GATEWAY_WORKER_ENGINE = os.environ.get("GATEWAY_WORKER_ENGINE", "loop")
+GATEWAY_WORKER_INTAKE_THREADS = env_int("GATEWAY_WORKER_INTAKE_THREADS", 4)
+GATEWAY_WORKER_BOOKKEEPING_THREADS = env_int("GATEWAY_WORKER_BOOKKEEPING_THREADS", 8)
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 # django-rq's stats.json and metrics views (under /admin/rq/) accept the same scrape token; empty
 # (the default) leaves them to staff sessions.

@@ -89,12 +89,16 @@ def test_only_the_client_imports_the_sdk() -> None:
     assert importers == ["llm_calls/client.py"]
 
 
+SEND_FUNCTIONS = frozenset({"send_message", "asend_prepared"})
+
+
 def uses_send_message(path: Path) -> bool:
+    """Whether the file calls the transport's front door, blocking or on an event loop."""
     tree = ast.parse(path.read_text(), filename=str(path))
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and any(a.name == "send_message" for a in node.names):
+        if isinstance(node, ast.ImportFrom) and any(a.name in SEND_FUNCTIONS for a in node.names):
             return True
-        if isinstance(node, ast.Attribute) and node.attr == "send_message":
+        if isinstance(node, ast.Attribute) and node.attr in SEND_FUNCTIONS:
             return True
     return False
 
@@ -113,3 +117,4 @@ def test_only_queueing_calls_send_message() -> None:
     ]
     assert callers == []
     assert uses_send_message(ROOT / "queueing" / "services.py")
+    assert uses_send_message(ROOT / "queueing" / "engine.py")

@@ -133,8 +133,11 @@ class Stack:
         return env
 
     # -- workers ----------------------------------------------------------------------------
-    def start_worker(self, *, threads: int = 64, processes: int = 1) -> subprocess.Popen[bytes]:
-        """The documented worker command: ``python manage.py llm_worker --threads N``."""
+    def start_worker(
+        self, *, threads: int = 64, processes: int = 1, engine: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """The documented worker command: ``python manage.py llm_worker --threads N`` (with
+        ``--engine`` when one is named, to compare the two)."""
         log = open(self.var_dir / f"worker-{len(self.workers)}.log", "ab")  # noqa: SIM115 - lives as long as the worker
         process = subprocess.Popen(
             [
@@ -145,6 +148,7 @@ class Stack:
                 str(threads),
                 "--processes",
                 str(processes),
+                *(["--engine", engine] if engine else []),
             ],
             env=self.env(),
             cwd=ROOT,
@@ -156,16 +160,20 @@ class Stack:
         return process
 
     def wait_for_workers(self, *, threads: int, timeout_s: float = 60.0) -> None:
-        """Block until at least ``threads`` RQ worker threads have registered in Redis, so a
-        measurement does not include the worker hosts' start-up (Django setup, imports)."""
-        from rq import Worker
+        """Block until the running worker hosts together offer ``threads`` calls in flight
+        (``queueing.workers.live_hosts``), so a measurement does not include the hosts'
+        start-up (Django setup, imports, registering their RQ threads)."""
+        from queueing.workers import live_hosts
+
+        def offered() -> int:
+            return sum(int(host["capacity"]) for host in live_hosts())
 
         deadline = time.monotonic() + timeout_s
-        while Worker.count(connection=project_redis.get_redis()) < threads:
+        while offered() < threads:
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"only {Worker.count(connection=project_redis.get_redis())} of {threads} "
-                    f"worker threads registered within {timeout_s:g} s; see {self.var_dir}/worker-*.log"
+                    f"worker hosts offer {offered()} of {threads} calls in flight after "
+                    f"{timeout_s:g} s; see {self.var_dir}/worker-*.log"
                 )
             for process in self.workers:
                 if process.poll() is not None:

@@ -53,6 +53,36 @@ def test_one_dispatch_step_releases_every_head_the_backlog_has_room_for(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_request_scheduled_again_during_a_step_is_dispatched_once(
+    redis_client, monkeypatch
+) -> None:
+    user = make_user("rescheduled")
+    rows = [ask(user, n) for n in range(3)]
+    scheduler_class = type(get_scheduler())
+    pop = scheduler_class.pop
+    again = {rows[0].pk}
+
+    def pop_while_the_reaper_runs(self, *, request_id: int) -> bool:
+        popped = pop(self, request_id=request_id)
+        if request_id in again:
+            # The reaper, between this pop and the row being marked dispatched: a queued row
+            # the scheduler does not hold is scheduled again (services.recover_orphans).
+            again.discard(request_id)
+            services._schedule(LLMRequest.objects.get(pk=request_id))
+        return popped
+
+    monkeypatch.setattr(scheduler_class, "pop", pop_while_the_reaper_runs)
+    step = dispatcher.dispatch_once()
+
+    assert sorted(step.dispatched) == [r.pk for r in rows]
+    job_ids = dispatcher.llm_queue().job_ids
+    assert sorted(job_ids) == sorted(
+        services.dispatch_job_id(request_id=r.pk, dispatch=1) for r in rows
+    )
+    assert get_scheduler().contains_many(request_ids=[r.pk for r in rows]) == set()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_row_taken_elsewhere_is_not_dispatched_twice(redis_client) -> None:
     user = make_user("race")
     first, second = ask(user, 1), ask(user, 2)

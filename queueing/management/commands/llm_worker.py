@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from queueing import conf
 from queueing.workers import WorkerHost
 
 
@@ -25,6 +26,13 @@ class Command(BaseCommand):
             "--no-dispatch", action="store_true", help="Do not run a dispatcher in this host."
         )
         parser.add_argument("--burst", action="store_true", help="Exit when the queue is empty.")
+        parser.add_argument(
+            "--engine",
+            choices=conf.WORKER_ENGINES,
+            default=None,
+            help="How calls are held: 'loop' (one event loop, the default) or 'threads' (a "
+            "thread each). Default: GATEWAY_WORKER_ENGINE.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["threads"] < 1 or options["processes"] < 1:
@@ -34,7 +42,10 @@ class Command(BaseCommand):
             self._run_children(options)
             return
         WorkerHost(
-            threads=options["threads"], dispatch=not options["no_dispatch"], burst=options["burst"]
+            threads=options["threads"],
+            dispatch=not options["no_dispatch"],
+            burst=options["burst"],
+            engine=options["engine"],
         ).run()
 
     def _run_children(self, options: dict[str, Any]) -> None:
@@ -43,6 +54,8 @@ class Command(BaseCommand):
             argv.append("--no-dispatch")
         if options["burst"]:
             argv.append("--burst")
+        if options["engine"]:
+            argv += ["--engine", options["engine"]]
         children = [subprocess.Popen(argv) for _ in range(options["processes"])]
         import signal
 

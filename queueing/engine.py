@@ -1,0 +1,226 @@
+"""The call engine: every Claude call of a worker host held by one event loop.
+
+A call is seconds of waiting on the network. Held by a thread each, hundreds of calls mean
+hundreds of threads, and whenever dozens become runnable together — starting or recording
+calls — the process spends its time handing the GIL between them. Here one asyncio loop, in a
+thread of its own, holds every call in flight with the official SDK's async client, and what
+blocks — row reads and writes, Redis scripts, the journal — runs in a few bookkeeping threads.
+
+A request goes through the phases of ``services.execute_request``, split across threads:
+``services.begin_call`` and the cache planner in the RQ thread that took the job (lease,
+``running``, response cache), the call on the loop (retries and their waits are ``asyncio``
+sleeps), then one bookkeeping step for the outcome — journal, ``Call.finish``, lease — in a
+bookkeeping thread. Each hop between the loop and a thread costs a wake-up, so a call makes as
+few as it can: one, plus one per retry and one per event of a stream relayed live. The RQ job ends once the call is handed
+over, so a few RQ threads keep the engine fed; ``capacity`` bounds the calls in flight, and an
+RQ thread that finds the engine full waits before it takes the next job's request.
+
+What a thread host guarantees holds here the same way: the running lease is held from
+``begin_call`` until the outcome is recorded (the process's lease keeper renews it), a billed
+answer is journaled before anything else may wait, and a host killed mid-call leaves leases
+that expire for the reaper. ``drain`` is the warm shutdown: it waits for every call in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from django.db import close_old_connections
+
+from llm_calls import client
+from llm_calls.caching import CachePlan
+from llm_calls.retry import ClaudeCallError
+from llm_calls.services import SentMessage, asend_prepared, prepare_message
+from queueing import leases, relay, services
+from queueing.limiter import Reservation
+from ratelimit_project.logs import request_context
+
+log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
+
+_running: CallEngine | None = None
+
+
+def running() -> CallEngine | None:
+    """This process's started engine, if any: RQ jobs hand their call to it (``queueing.jobs``)."""
+    return _running
+
+
+class CallEngine:
+    def __init__(self, *, capacity: int, bookkeeping_threads: int) -> None:
+        if capacity < 1 or bookkeeping_threads < 1:
+            raise ValueError(
+                f"capacity and bookkeeping_threads must be at least 1, got {capacity!r} and "
+                f"{bookkeeping_threads!r}"
+            )
+        self.capacity = capacity
+        self._slots = threading.BoundedSemaphore(capacity)
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        self._bookkeeping = concurrent.futures.ThreadPoolExecutor(
+            max_workers=bookkeeping_threads, thread_name_prefix="bookkeeping"
+        )
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_default_executor(self._bookkeeping)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="call-engine")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        global _running
+        self._thread.start()
+        _running = self
+
+    def stop(self) -> None:
+        """End the loop (after ``drain``: calls still in flight are abandoned to the reaper)."""
+        global _running
+        if _running is self:
+            _running = None
+        if self._thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(client.aclose_clients(), self._loop)
+            try:
+                future.result(timeout=5)
+            except Exception:  # closing idle connections is best effort
+                log.debug("could not close the engine's HTTP clients", exc_info=True)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        self._bookkeeping.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def in_flight(self) -> int:
+        with self._idle:
+            return self._in_flight
+
+    def drain(self, *, timeout_s: float) -> bool:
+        """Wait until no call is in flight; False if some still are after ``timeout_s``."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
+
+    # -- intake (RQ threads) -----------------------------------------------------------------
+    def take(self, *, request_id: int, reservation: Reservation | None, dispatch: int) -> None:
+        """Start one dispatched request and hand its call to the loop; returns once handed
+        over. Waits first while ``capacity`` calls are in flight. The start — the row, the
+        lease, the cache planner — runs here, in the RQ thread, so the loop only sends."""
+        self._slots.acquire()
+        try:
+            call = services.begin_call(
+                request_id=request_id, reservation=reservation, dispatch=dispatch
+            )
+            if call is None:  # nothing to send: stale, cancelled, or answered from the cache
+                self._slots.release()
+                return
+            try:
+                plan = prepare_message(params=call.body, cache_rates=call.cache_rates)
+            except ClaudeCallError as error:  # a body the API would refuse: nothing is sent
+                _settle(call, error, [])
+                self._slots.release()
+                return
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._idle:
+            self._in_flight += 1
+        asyncio.run_coroutine_threadsafe(self._run(call, plan), self._loop)
+
+    # -- on the loop -------------------------------------------------------------------------
+    async def _run(self, call: services.Call, plan: CachePlan) -> None:
+        request_id = call.request.pk
+        # Response headers the loop saw, learned from in the next bookkeeping step (before a
+        # retry's reservation, or with the outcome): no thread hop of their own.
+        seen: list[tuple[int | None, Mapping[str, str]]] = []
+        live = call.live
+        try:
+            with request_context(request_id=request_id):
+                outcome: SentMessage | ClaudeCallError | relay.StreamInterrupted
+                try:
+                    outcome = await asend_prepared(
+                        plan=plan,
+                        stream=live is not None,
+                        before_attempt=lambda number: self._reserve(call, number, seen),
+                        on_attempt=call.on_attempt,
+                        on_response_headers=lambda status, headers: seen.append((status, headers)),
+                        client_request_id=call.client_request_id,
+                        on_event=None
+                        if live is None
+                        else lambda name, data: self._blocking(live.publish, name, data),
+                    )
+                except (ClaudeCallError, relay.StreamInterrupted) as error:
+                    outcome = error
+                # One bookkeeping step records it all: journal, answer, limiter, quota, lease.
+                await self._blocking(_settle, call, outcome, seen)
+        except Exception:
+            # Not recorded (e.g. the database stayed unreachable past its retries): the request
+            # stays ``running`` without a lease, and the reaper finishes it from the journal or
+            # queues it again, as for a thread whose job raised.
+            log.exception("request %s: the call engine could not finish it", request_id)
+        finally:
+            self._slots.release()
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    async def _reserve(
+        self, call: services.Call, number: int, seen: list[tuple[int | None, Mapping[str, str]]]
+    ) -> None:
+        """``Call.before_attempt`` with the limiter's waits slept on the loop, not in a thread
+        (a storm of retries must not occupy every bookkeeping thread)."""
+        if not call.needs_reservation(number):
+            return
+        wait = await self._blocking(_retry_reservation, call, seen)
+        while wait > 0:
+            await asyncio.sleep(wait)
+            wait = await self._blocking(call.try_reserve)
+
+    async def _blocking(self, function: Callable[..., _R], *args: Any) -> _R:
+        """Run blocking bookkeeping in a bookkeeping thread (the task's log context goes along)."""
+        return await asyncio.to_thread(_closing_after, function, *args)
+
+
+def _learn(call: services.Call, seen: list[tuple[int | None, Mapping[str, str]]]) -> None:
+    for status, headers in seen:
+        call.on_headers(status, headers)
+    seen.clear()
+
+
+def _retry_reservation(
+    call: services.Call, seen: list[tuple[int | None, Mapping[str, str]]]
+) -> float:
+    """Before a retry: learn from the failed attempt's headers, give its tokens back, try the
+    limiter once; the seconds to wait before trying again (0: reserved)."""
+    _learn(call, seen)
+    call.give_back()
+    return call.try_reserve()
+
+
+def _settle(
+    call: services.Call,
+    outcome: SentMessage | ClaudeCallError | relay.StreamInterrupted,
+    seen: list[tuple[int | None, Mapping[str, str]]],
+) -> None:
+    """Record how the call ended and let its lease go (a bookkeeping thread)."""
+    try:
+        if isinstance(outcome, SentMessage):
+            result = outcome.result()
+            # Billed: journaled before anything else may wait (queueing.journal).
+            call.journal(result)
+            _learn(call, seen)
+            call.finish(result)
+        else:
+            _learn(call, seen)
+            call.finish_failed(outcome)
+    finally:
+        leases.let_go(call.request.pk)
+
+
+def _closing_after(function: Callable[..., _R], *args: Any) -> _R:
+    """A bookkeeping step, then the thread's broken or expired database connections closed,
+    as RQ jobs do around theirs."""
+    try:
+        return function(*args)
+    finally:
+        close_old_connections()
