@@ -19,7 +19,12 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import Http404
 
-from organizations.models import Membership, Organization
+from organizations.models import (
+    Membership,
+    Organization,
+    UserPreferences,
+    available_time_zones,
+)
 
 
 def administered_organizations(*, user: Any) -> QuerySet[Organization]:
@@ -86,3 +91,16 @@ def organization_member(*, organization: Organization, user_id: int) -> Membersh
 
 def is_member(*, organization_id: int, user_id: int) -> bool:
     return Membership.objects.filter(organization__pk=organization_id, user__pk=user_id).exists()
+
+
+def time_zone_of(*, user: Any) -> str:
+    """The IANA zone ``user``'s pages are shown in: their choice, else UTC (also for anonymous
+    visitors, API keys and a stored name this machine's tz database no longer has)."""
+    if not getattr(user, "is_authenticated", False):
+        return UserPreferences.DEFAULT_TIME_ZONE
+    chosen = (
+        UserPreferences.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first()
+    )
+    if chosen is None or chosen not in available_time_zones():
+        return UserPreferences.DEFAULT_TIME_ZONE
+    return chosen

@@ -1,4 +1,4 @@
-"""Writes of the organizations app: service accounts."""
+"""Writes of the organizations app: service accounts and a person's preferences."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from organizations.models import Membership, Organization
+from organizations.models import Membership, Organization, UserPreferences
 
 
 def service_account_create(*, organization: Organization, username: str) -> Any:
@@ -36,3 +36,19 @@ def service_account_create(*, organization: Organization, username: str) -> Any:
             user=account, organization=organization, role=Membership.Role.SERVICE
         )
     return account
+
+
+def preferences_set_time_zone(*, user: Any, time_zone: str) -> UserPreferences:
+    """Show ``user``'s pages in ``time_zone`` from their next request on.
+
+    The name is checked before anything is written: an unknown zone raises ``ValidationError``
+    naming it, and the stored choice stays as it was.
+    """
+    time_zone = time_zone.strip()
+    preferences = UserPreferences.objects.filter(user_id=user.pk).first() or UserPreferences(
+        user=user
+    )
+    preferences.time_zone = time_zone
+    preferences.full_clean(exclude=["user"])
+    preferences.save()
+    return preferences

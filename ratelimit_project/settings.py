@@ -109,6 +109,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # the reader's time zone (Settings) for everything rendered below; needs request.user
+    "organizations.middleware.UserTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -126,6 +128,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # TIME_ZONE: the reader's zone, for scripts that print times (base.html)
+                "django.template.context_processors.tz",
                 # the Organization entry of the navigation, for organization admins and staff
                 "organizations.context_processors.organization_admin",
             ],
@@ -173,6 +177,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+# One date-time format on every page and admin list: ratelimit_project/formats/en/formats.py.
+FORMAT_MODULE_PATH = ["ratelimit_project.formats"]
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from organizations.views import user_settings
 from queueing import api
 from ratelimit_project import probes
 from usage.metrics import metrics_view
@@ -13,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("usage/", include("usage.urls")),
     path("org/", include("queueing.org_urls")),
+    path("settings/", user_settings, name="settings"),
     path("metrics", metrics_view, name="metrics"),
     path("healthz", probes.healthz, name="healthz"),
     path("readyz", probes.readyz, name="readyz"),

@@ -4,6 +4,7 @@ re-price unpriced calls once saved); rollups are browsable, with a per-user summ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -31,7 +32,7 @@ from usage.models import (
     UsageDaily,
     UserUsageDaily,
 )
-from usage.templatetags.usage_format import usd
+from usage.templatetags.usage_format import num, usd, when
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -71,6 +72,26 @@ def _cost(obj: Any) -> str:
     return usd(obj.cost_usd)
 
 
+def _column(field: str, *, money: bool = False) -> Callable[[Any], str]:
+    """A changelist column printing ``field`` as the pages do — ``$1,234.5678`` for money,
+    ``1,234,567`` for counts — still sortable by the field. Django's own column would print a
+    price at the field's 12 decimals and counts without separators."""
+
+    @admin.display(description=field.replace("_", " "), ordering=field)
+    def show(obj: Any) -> str:
+        value = getattr(obj, field)
+        if value is None:
+            return "-"
+        return usd(value) if money else num(value)
+
+    show.__name__ = field
+    return show
+
+
+def _counts(*fields: str) -> tuple[Callable[[Any], str], ...]:
+    return tuple(_column(f) for f in fields)
+
+
 @admin.register(AuditLog)
 class AuditLogAdmin(ReadOnlyAdmin):
     list_display = (
@@ -82,15 +103,17 @@ class AuditLogAdmin(ReadOnlyAdmin):
         "outcome",
         "service_tier",
         "attempts",
-        "input_tokens",
-        "output_tokens",
-        "cache_creation_input_tokens",
-        "cache_read_input_tokens",
-        "web_search_requests",
+        *_counts(
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "web_search_requests",
+        ),
         "speed",
         "inference_geo",
         "cost",
-        "latency_ms",
+        _column("latency_ms"),
         "price_missing",
     )
     list_filter = (
@@ -169,12 +192,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
         "speed",
         "effective_from",
         "effective_until",
-        "input_usd_per_mtok",
-        "cache_write_5m_usd_per_mtok",
-        "cache_write_1h_usd_per_mtok",
-        "cache_read_usd_per_mtok",
-        "output_usd_per_mtok",
-        "web_search_usd_per_1k",
+        *(_column(f, money=True) for f in (*RATE_FIELDS, "web_search_usd_per_1k")),
         "band_count",
     )
     list_filter = ("speed", "model")
@@ -208,7 +226,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
                 messages.warning(
                     request,
                     f"No price on file for {unpriced.model}{speed}: {unpriced.calls} call(s) "
-                    f"since {unpriced.first_seen_at:%Y-%m-%d %H:%M} UTC are counted at $0 until "
+                    f"since {when(unpriced.first_seen_at)} are counted at $0 until "
                     "you add one (they are re-priced when you do).",
                 )
         return super().changelist_view(request, extra_context)
@@ -226,7 +244,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
 class UnpricedModelAdmin(ReadOnlyAdmin):
     """Models called while they had no price (a row goes away once its calls are priced)."""
 
-    list_display = ("model", "speed", "calls", "first_seen_at", "last_seen_at")
+    list_display = ("model", "speed", _column("calls"), "first_seen_at", "last_seen_at")
     ordering = ("-last_seen_at",)
 
 
@@ -247,7 +265,7 @@ class AuditLogPruneAdmin(ReadOnlyAdmin):
     list_display = (
         "started_at",
         "cutoff",
-        "rows",
+        _column("rows"),
         "first_occurred_at",
         "last_occurred_at",
         "archive_path",
@@ -271,11 +289,7 @@ class UsageDailyAdmin(RollupAdmin):
         "user",
         "organization",
         "model",
-        "requests",
-        "errors",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_input_tokens",
+        *_counts("requests", "errors", "input_tokens", "output_tokens", "cache_read_input_tokens"),
         "cost",
     )
     list_filter = (("day", admin.DateFieldListFilter), "model")
@@ -320,7 +334,12 @@ class UsageDailyAdmin(RollupAdmin):
 
 @admin.register(UserUsageDaily)
 class UserUsageDailyAdmin(RollupAdmin):
-    list_display = ("day", "user", "requests", "errors", "cache_read_input_tokens", "cost")
+    list_display = (
+        "day",
+        "user",
+        *_counts("requests", "errors", "cache_read_input_tokens"),
+        "cost",
+    )
     list_filter = (("day", admin.DateFieldListFilter),)
     search_fields = ("user__username",)
     list_select_related = ("user",)
@@ -334,9 +353,7 @@ class SessionUsageAdmin(RollupAdmin):
         "user",
         "first_at",
         "last_at",
-        "requests",
-        "errors",
-        "cache_read_input_tokens",
+        *_counts("requests", "errors", "cache_read_input_tokens"),
         "cost",
     )
     search_fields = ("=session_id", "user__username")
@@ -346,7 +363,13 @@ class SessionUsageAdmin(RollupAdmin):
 
 @admin.register(OrganizationUsageDaily)
 class OrganizationUsageDailyAdmin(RollupAdmin):
-    list_display = ("day", "organization", "model", "requests", "errors", "cost")
+    list_display = (
+        "day",
+        "organization",
+        "model",
+        *_counts("requests", "errors"),
+        "cost",
+    )
     list_filter = (("day", admin.DateFieldListFilter), "model")
     list_select_related = ("organization",)
     ordering = ("-day",)

@@ -60,7 +60,7 @@
         tr.append(idCell, cell(r.session_id), cell(r.model), cell(r.priority), cell(r.status, "status"),
           cell(r.position == null ? "–" : r.position, "num position"),
           etaCell(r),
-          cell(new Date(r.created_at).toLocaleTimeString()), cancelCell(r));
+          cell(window.gatewayWhen(r.created_at, true)), cancelCell(r));
         body.appendChild(tr);
       }
       table.dataset.refreshedAt = Date.now();

@@ -23,7 +23,7 @@
   var busy = false; // a fetch is under way
 
   function time(date) {
-    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+    return window.gatewayWhen(date, true);
   }
 
   // As the server's `num` filter prints them: 1234567 -> 1,234,567.

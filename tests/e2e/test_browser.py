@@ -341,7 +341,9 @@ def test_dashboards_draw_the_database_in_a_real_browser(
             assert page.inner_text("#heads-body") == "Nothing queued."
             flight = page.locator(f"#in-flight-body tr[data-request-id='{queued.pk}']")
             assert flight.locator("td.status").inner_text() == "dispatched"
-            assert re.fullmatch(r"updated \d\d:\d\d:\d\d", page.inner_text("#live-updated"))
+            assert re.fullmatch(
+                r"updated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page.inner_text("#live-updated")
+            )
 
             # the server unreachable, then answering 503: the page says so, keeps its figures
             notice = page.locator("#live-notice")

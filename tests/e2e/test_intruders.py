@@ -268,6 +268,8 @@ TABLE: dict[str, list[Variant]] = {
         (USER, a("owned", "csv", marker=True), None),
         ("?user=all", staff_only("csv"), None),
     ],
+    # organizations: a person's own preferences (nobody's data; the page needs a login)
+    "settings": [("", a("own"), None)],
     # queueing
     "queueing:my_queue": [
         ("", a("own", marker=True), None),

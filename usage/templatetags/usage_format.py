@@ -1,10 +1,14 @@
-"""How the dashboards print numbers: the same values the JSON carries, formatted for people."""
+"""How the pages print numbers, money and date-times: the same values the JSON carries,
+formatted for people. One home for each: ``usd`` for money, ``num`` for counts and tokens,
+``when`` for a moment."""
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from django import template
+from django.utils import formats, timezone
 from django.utils.html import format_html
 
 from llm_calls import catalog
@@ -13,7 +17,7 @@ register = template.Library()
 
 
 @register.filter
-def usd(value: Decimal | str | int | None) -> str:
+def usd(value: Decimal | str | int | float | None) -> str:
     """``$1,234.5678``: four decimals (half-even) — the exact amount is in the JSON/CSV and in
     the element's title (``usd_exact``)."""
     try:
@@ -21,7 +25,35 @@ def usd(value: Decimal | str | int | None) -> str:
     except InvalidOperation:
         return str(value)
     shown = amount.quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
+    if shown.is_zero():
+        shown = abs(shown)  # a refund of a few picodollars is "$0.0000", not "$-0.0000"
     return f"${shown:,.4f}" if shown >= 0 else f"-${-shown:,.4f}"
+
+
+@register.filter
+def when(value: dt.datetime | str | None, precision: str = "") -> str:
+    """``2026-12-06 14:05 CET``: the moment in the reader's zone (``organizations.middleware``)
+    with its abbreviation, in the project's DATETIME_FORMAT (``ratelimit_project/formats``);
+    ``|when:"seconds"`` adds the seconds, for rows that happen seconds apart. Empty for None."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        # the ISO 8601 string a JSON payload carries (the staff overview renders from one)
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    else:
+        moment = value
+    if not isinstance(moment, dt.datetime):
+        return str(moment)
+    shown = timezone.localtime(moment) if timezone.is_aware(moment) else moment
+    if precision == "seconds":
+        # DATETIME_FORMAT with seconds; kept beside it so the two cannot drift apart
+        return formats.date_format(
+            shown, formats.get_format("DATETIME_FORMAT").replace("H:i", "H:i:s")
+        )
+    return formats.date_format(shown, "DATETIME_FORMAT")
 
 
 @register.filter
