@@ -9,7 +9,10 @@ dispatchers can run, one per worker process. A host that dies between the transa
 enqueue leaves ``dispatched`` rows without a job, which the reaper queues again.
 
 Backpressure: it stops releasing work while the RQ queue already holds ``dispatch_backlog``
-jobs, so priority and fairness are decided here, at the last moment, not by RQ's FIFO.
+jobs, so priority and fairness are decided here, at the last moment, not by RQ's FIFO. In a
+worker host with the event-loop engine the dispatcher hands what it takes straight to that
+engine (``queueing.engine``), never more than it has room to start: each host pulls as much
+work as it can hold, and no RQ job stands between the scheduler and the call.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from rq import Queue
 
 from llm_calls import caching, catalog
 from queueing import conf, eta, leases, notifications, services
+from queueing.engine import CallEngine, Handoff
 from queueing.limiter import Reservation, get_limiter, input_reservation
 from queueing.models import LLMRequest
 from queueing.scheduler import get_scheduler
@@ -35,6 +39,9 @@ from ratelimit_project.redis import get_redis
 log = logging.getLogger(__name__)
 
 LLM_QUEUE = "llm"
+# Heads one step hands to the host's own engine at most: its calls start while the next step
+# reads the next heads, rather than all after one long step.
+LOCAL_STEP_MAX = 64
 
 
 def llm_queue() -> Queue:
@@ -122,15 +129,20 @@ def _admit_heads(*, limit: int) -> tuple[list[_Admitted], float]:
     return admitted, 0.0
 
 
-def dispatch_once() -> Step:
-    """One step: release as many heads as the RQ backlog has room for and the limiter admits.
+def dispatch_once(*, engine: CallEngine | None = None) -> Step:
+    """One step: release as many heads as there is room for and the limiter admits.
 
-    Per request it costs three Redis scripts (peek, reserve, pop) and one row read; marking
-    the rows dispatched, taking their leases and enqueueing their jobs are one transaction and
-    two round trips for the whole step, which is what lets one host keep hundreds in flight.
+    With ``engine`` (the host's own call engine) the room is what the engine can start and the
+    heads are handed to it; otherwise they become RQ jobs, as many as the RQ backlog has room
+    for. Per request it costs three Redis scripts (peek, reserve, pop) and one row read;
+    marking the rows dispatched, taking their leases and handing them over are one transaction
+    and one or two round trips for the whole step.
     """
     queue = llm_queue()
-    room = conf.dispatch_backlog() - queue.count
+    if engine is not None:
+        room = min(engine.room(), LOCAL_STEP_MAX)
+    else:
+        room = conf.dispatch_backlog() - queue.count
     if room <= 0:
         return Step((), 0.02)
     admitted, idle_for_s = _admit_heads(limit=room)
@@ -154,6 +166,11 @@ def dispatch_once() -> Step:
             for a in taken
         ]
     )
+    if engine is not None:
+        engine.offer(
+            [Handoff(a.request_id, a.reservation, dispatches[a.request_id]) for a in taken]
+        )
+        return Step(tuple(a.request_id for a in taken), idle_for_s)
     queue.enqueue_many(
         [
             Queue.prepare_data(
@@ -175,11 +192,12 @@ def dispatch_once() -> Step:
     return Step(tuple(a.request_id for a in taken), idle_for_s)
 
 
-def run_dispatcher(stop: threading.Event) -> None:
-    """Dispatch until ``stop`` is set; survives Redis and database hiccups."""
+def run_dispatcher(stop: threading.Event, *, engine: CallEngine | None = None) -> None:
+    """Dispatch until ``stop`` is set (to ``engine`` when given); survives Redis and database
+    hiccups."""
     while not stop.is_set():
         try:
-            step = dispatch_once()
+            step = dispatch_once(engine=engine)
         except (redis.ConnectionError, redis.TimeoutError):
             # Redis is out: the worker host logs the outage once (queueing.workers), not a
             # traceback every half second.

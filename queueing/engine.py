@@ -1,24 +1,28 @@
 """The call engine: every Claude call of a worker host held by one event loop.
 
 A call is seconds of waiting on the network. Held by a thread each, hundreds of calls mean
-hundreds of threads, and whenever dozens become runnable together — starting or recording
-calls — the process spends its time handing the GIL between them. Here one asyncio loop, in a
-thread of its own, holds every call in flight with the official SDK's async client, and what
-blocks — row reads and writes, Redis scripts, the journal — runs in a few bookkeeping threads.
+hundreds of threads (300 MB for 256 of them, and a database connection per busy thread). Here
+one asyncio loop, in a thread of its own, holds every call in flight with the official SDK's
+async client, and what blocks — row reads and writes, Redis scripts, the journal — runs in a
+few intake and bookkeeping threads.
+
+Where its work comes from: the host's own dispatcher hands it the requests it takes off the
+scheduler, as many as the engine has ``room`` for (``offer``: no RQ job, whose protocol cost a
+quarter of a host's CPU and a hand-over between processes per request); and RQ jobs that other
+hosts' dispatchers enqueued reach it through the host's few RQ threads (``take``).
 
 A request goes through the phases of ``services.execute_request``, split across threads:
-``services.begin_call`` and the cache planner in the RQ thread that took the job (lease,
-``running``, response cache), the call on the loop (retries and their waits are ``asyncio``
-sleeps), then one bookkeeping step for the outcome — journal, ``Call.finish``, lease — in a
-bookkeeping thread. Each hop between the loop and a thread costs a wake-up, so a call makes as
-few as it can: one, plus one per retry and one per event of a stream relayed live. The RQ job ends once the call is handed
-over, so a few RQ threads keep the engine fed; ``capacity`` bounds the calls in flight, and an
-RQ thread that finds the engine full waits before it takes the next job's request.
+``services.begin_call`` and the cache planner in an intake thread (lease, ``running``,
+response cache), the call on the loop (retries and their waits are ``asyncio`` sleeps), then
+one bookkeeping step for the outcome — journal, ``Call.finish``, lease — in a bookkeeping
+thread. Each hop between the loop and a thread costs a wake-up, so a call makes as few as it
+can: one, plus one per retry and one per event of a stream relayed live.
 
 What a thread host guarantees holds here the same way: the running lease is held from
 ``begin_call`` until the outcome is recorded (the process's lease keeper renews it), a billed
 answer is journaled before anything else may wait, and a host killed mid-call leaves leases
-that expire for the reaper. ``drain`` is the warm shutdown: it waits for every call in flight.
+that expire for the reaper. ``drain`` is the warm shutdown: it waits for every call in flight
+and every request handed over but not yet started.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import close_old_connections
@@ -52,17 +58,32 @@ def running() -> CallEngine | None:
     return _running
 
 
+@dataclass(frozen=True)
+class Handoff:
+    """A request its host's own dispatcher marked dispatched for this engine (no RQ job)."""
+
+    request_id: int
+    reservation: Reservation | None
+    dispatch: int
+
+
 class CallEngine:
-    def __init__(self, *, capacity: int, bookkeeping_threads: int) -> None:
-        if capacity < 1 or bookkeeping_threads < 1:
+    def __init__(self, *, capacity: int, bookkeeping_threads: int, intake_threads: int) -> None:
+        if min(capacity, bookkeeping_threads, intake_threads) < 1:
             raise ValueError(
-                f"capacity and bookkeeping_threads must be at least 1, got {capacity!r} and "
-                f"{bookkeeping_threads!r}"
+                "capacity, bookkeeping_threads and intake_threads must be at least 1, got "
+                f"{capacity!r}, {bookkeeping_threads!r} and {intake_threads!r}"
             )
         self.capacity = capacity
         self._slots = threading.BoundedSemaphore(capacity)
         self._in_flight = 0
+        self._pending = 0  # handed over by this host's dispatcher, not yet started
         self._idle = threading.Condition()
+        self._handoffs: queue.SimpleQueue[Handoff | None] = queue.SimpleQueue()
+        self._intake = [
+            threading.Thread(target=self._take_handoffs, name=f"intake-{n}", daemon=True)
+            for n in range(intake_threads)
+        ]
         self._bookkeeping = concurrent.futures.ThreadPoolExecutor(
             max_workers=bookkeeping_threads, thread_name_prefix="bookkeeping"
         )
@@ -74,6 +95,8 @@ class CallEngine:
     def start(self) -> None:
         global _running
         self._thread.start()
+        for thread in self._intake:
+            thread.start()
         _running = self
 
     def stop(self) -> None:
@@ -81,6 +104,10 @@ class CallEngine:
         global _running
         if _running is self:
             _running = None
+        for _thread in self._intake:
+            self._handoffs.put(None)
+        for thread in self._intake:
+            thread.join(timeout=5)
         if self._thread.is_alive():
             future = asyncio.run_coroutine_threadsafe(client.aclose_clients(), self._loop)
             try:
@@ -96,16 +123,52 @@ class CallEngine:
         with self._idle:
             return self._in_flight
 
-    def drain(self, *, timeout_s: float) -> bool:
-        """Wait until no call is in flight; False if some still are after ``timeout_s``."""
+    def room(self) -> int:
+        """How many more requests this engine can start at once (its dispatcher's step size)."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
+            return self.capacity - self._in_flight - self._pending
 
-    # -- intake (RQ threads) -----------------------------------------------------------------
+    def drain(self, *, timeout_s: float) -> bool:
+        """Wait until no call is in flight or waiting to start; False if some still are after
+        ``timeout_s``."""
+        with self._idle:
+            return self._idle.wait_for(
+                lambda: self._in_flight == 0 and self._pending == 0, timeout=timeout_s
+            )
+
+    # -- intake from this host's dispatcher --------------------------------------------------
+    def offer(self, handoffs: Sequence[Handoff]) -> None:
+        """Start these dispatched requests (the dispatcher took them within ``room``). They
+        have no RQ job: a request still ``dispatched`` past the reaper's grace lost its host
+        and is queued again (``services.recover_orphans``)."""
+        with self._idle:
+            self._pending += len(handoffs)
+        for handoff in handoffs:
+            self._handoffs.put(handoff)
+
+    def _take_handoffs(self) -> None:
+        while (handoff := self._handoffs.get()) is not None:
+            try:
+                self.take(
+                    request_id=handoff.request_id,
+                    reservation=handoff.reservation,
+                    dispatch=handoff.dispatch,
+                )
+            except Exception:
+                # The row stays dispatched; the reaper queues it again after its grace.
+                log.exception("request %s: could not start its call", handoff.request_id)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+                close_old_connections()
+
+    # -- intake ------------------------------------------------------------------------------
     def take(self, *, request_id: int, reservation: Reservation | None, dispatch: int) -> None:
         """Start one dispatched request and hand its call to the loop; returns once handed
         over. Waits first while ``capacity`` calls are in flight. The start — the row, the
-        lease, the cache planner — runs here, in the RQ thread, so the loop only sends."""
+        lease, the cache planner — runs here, in an intake thread (this engine's own, or an RQ
+        thread whose job named the request), so the loop only sends."""
         self._slots.acquire()
         try:
             call = services.begin_call(

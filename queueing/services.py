@@ -1033,6 +1033,10 @@ def _dispatch_job_pending(*, request_id: int, dispatch: int, cutoff: dt.datetime
     still ``dispatched`` past ``cutoff`` lost its thread: the host died in between, or a Redis
     restart lost the reply of the move. Queueing the request again is safe even if that thread
     were only slow: its status-and-dispatch-number conditional updates stop it from calling.
+    A request its host's dispatcher handed to its own call engine has no job at all
+    (``queueing.engine.CallEngine.offer``): the engine starts it within milliseconds, so one
+    still dispatched past ``cutoff`` lost its host, and the same conditional updates make a
+    late start harmless.
     """
     client = get_redis()
     try:

@@ -58,6 +58,7 @@ from rq.worker import SimpleWorker
 from queueing import alert_delivery, batching, conf, cpu_gate, services
 from queueing.dispatcher import LLM_QUEUE, run_dispatcher
 from queueing.engine import CallEngine
+from queueing.scheduler import get_scheduler
 from ratelimit_project.redis import MAX_POOL_CONNECTIONS, get_redis, new_client
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,9 @@ class WorkerHost:
         self.engine: CallEngine | None = None
         if self.engine_kind == "loop":
             self.engine = CallEngine(
-                capacity=threads, bookkeeping_threads=conf.worker_bookkeeping_threads()
+                capacity=threads,
+                bookkeeping_threads=conf.worker_bookkeeping_threads(),
+                intake_threads=conf.worker_intake_threads(),
             )
             # RQ threads only feed the engine: a few suffice, and fewer threads contend less.
             threads = min(threads, conf.worker_intake_threads())
@@ -462,7 +465,7 @@ class WorkerHost:
             worker.ready.wait(max(0.0, deadline - time.monotonic()))
         loops: list[tuple[str, Callable[[], None]]] = []
         if self.dispatch:
-            loops.append(("dispatcher", lambda: run_dispatcher(self.stop)))
+            loops.append(("dispatcher", lambda: run_dispatcher(self.stop, engine=self.engine)))
         if self.reap:
             loops += [("reaper", self._reap_forever), ("batcher", self._batch_forever)]
         helpers = [
@@ -486,13 +489,20 @@ class WorkerHost:
             if self.burst:
                 for slot in ended:
                     del self.workers[slot]
-                if not self.workers:
+                if not self.workers and self._dispatched_everything():
                     self.stop.set()
                 continue
             self._start_threads(
                 [slot for slot in range(self.threads) if slot in ended or slot not in self.workers]
             )
         self._shutdown()
+
+    def _dispatched_everything(self) -> bool:
+        """Burst mode's end: the RQ queue is empty (its threads ended), and with the engine fed
+        by this host's dispatcher, the scheduler holds nothing and no call is in flight."""
+        if self.engine is None or not self.dispatch:
+            return True
+        return get_scheduler().peek() is None and self.engine.room() == self.engine.capacity
 
     def _announce(self) -> None:
         """What this host offers, for operators and for benchmarks waiting on a host's start."""

@@ -6,10 +6,13 @@ import threading
 import time
 
 import pytest
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 
 from llm_calls.client import close_clients
-from queueing import engine, leases, services, workers
+from queueing import dispatcher, engine, leases, services, workers
 from queueing.models import LLMRequest
+from ratelimit_project import redis as project_redis
 from tests.usage.factories import make_user
 from usage import services as usage_services
 from usage.models import AuditLog
@@ -161,3 +164,55 @@ def test_a_host_announces_what_it_offers_and_withdraws_when_it_stops(wired) -> N
     host.stop.set()
     thread.join(timeout=30)
     assert workers.live_hosts() == []
+
+
+def test_the_hosts_dispatcher_hands_its_engine_the_work_without_rq_jobs(wired) -> None:
+    user = make_user("handed")
+    rows = [ask(user, n) for n in range(5)]
+    host, thread = start_host(threads=8, engine="loop")
+    try:
+        done = wait_all(rows)
+    finally:
+        host.stop.set()
+        thread.join(timeout=30)
+    assert [r.status for r in done] == [LLMRequest.Status.SUCCEEDED] * 5
+    for row in done:
+        with pytest.raises(NoSuchJobError):
+            Job.fetch(
+                services.dispatch_job_id(request_id=row.pk, dispatch=1),
+                connection=project_redis.get_redis(),
+            )
+    assert wired.ledger()["totals"]["requests"] == 5
+
+
+def test_work_handed_to_an_engine_that_never_started_it_runs_once_elsewhere(
+    wired, settings
+) -> None:
+    settings.GATEWAY_LEASE_TTL_S = 3  # the reaper trusts missing leases 3 s after Redis started
+    deadline = time.monotonic() + 10
+    while leases.may_have_lost_leases():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    user = make_user("stranded")
+    rows = [ask(user, n) for n in range(3)]
+    # A host whose dispatcher handed work over, then died before its engine started any of it.
+    stranded = engine.CallEngine(capacity=8, bookkeeping_threads=1, intake_threads=1)
+    step = dispatcher.dispatch_once(engine=stranded)
+    assert sorted(step.dispatched) == [r.pk for r in rows]
+    assert set(LLMRequest.objects.values_list("status", flat=True)) == {"dispatched"}
+
+    assert services.recover_orphans(grace_s=0) == 3  # no RQ job to wait for: queued again
+    host, thread = start_host(threads=8, engine="loop")
+    try:
+        done = wait_all(rows)
+        # The dead host's engine comes back to life late: its stale hand-offs must not call.
+        stranded.start()
+        assert stranded.drain(timeout_s=10)
+    finally:
+        stranded.stop()
+        host.stop.set()
+        thread.join(timeout=30)
+    assert [r.status for r in done] == [LLMRequest.Status.SUCCEEDED] * 3
+    assert [r.dispatch_count for r in done] == [2, 2, 2]
+    assert wired.ledger()["totals"]["requests"] == 3
+    assert AuditLog.objects.count() == 3
