@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from llm_calls import client
 from llm_calls.caching import CachePlan
@@ -84,8 +84,11 @@ class CallEngine:
             threading.Thread(target=self._take_handoffs, name=f"intake-{n}", daemon=True)
             for n in range(intake_threads)
         ]
+        self._bookkeepers = 0  # threads the pool has started (it starts them as work comes)
         self._bookkeeping = concurrent.futures.ThreadPoolExecutor(
-            max_workers=bookkeeping_threads, thread_name_prefix="bookkeeping"
+            max_workers=bookkeeping_threads,
+            thread_name_prefix="bookkeeping",
+            initializer=self._bookkeeper_started,
         )
         self._loop = asyncio.new_event_loop()
         self._loop.set_default_executor(self._bookkeeping)
@@ -116,7 +119,29 @@ class CallEngine:
                 log.debug("could not close the engine's HTTP clients", exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+        self._close_bookkeepers_connections()
         self._bookkeeping.shutdown(wait=False, cancel_futures=True)
+
+    def _bookkeeper_started(self) -> None:
+        with self._idle:
+            self._bookkeepers += 1
+
+    def _close_bookkeepers_connections(self) -> None:
+        """Each bookkeeping thread closes its own database connections (Django's are per
+        thread; an idle pool thread would otherwise keep a PostgreSQL session open after the
+        engine stopped). A barrier makes each of them take exactly one closing task."""
+        with self._idle:
+            threads = self._bookkeepers
+        if not threads:
+            return
+        barrier = threading.Barrier(threads)
+
+        def close() -> None:
+            barrier.wait(timeout=5)
+            connections.close_all()
+
+        futures = [self._bookkeeping.submit(close) for _ in range(threads)]
+        concurrent.futures.wait(futures, timeout=10)
 
     @property
     def in_flight(self) -> int:
@@ -162,6 +187,7 @@ class CallEngine:
                     self._pending -= 1
                     self._idle.notify_all()
                 close_old_connections()
+        connections.close_all()  # this thread's own, as it ends
 
     # -- intake ------------------------------------------------------------------------------
     def take(self, *, request_id: int, reservation: Reservation | None, dispatch: int) -> None:
