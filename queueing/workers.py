@@ -357,6 +357,7 @@ class WorkerHost:
         self._outage = _Outage()
         self._respawn_at = 0.0  # monotonic time of the next attempt while Redis is out
         self._respawn_wait = RESPAWN_FIRST_WAIT_S
+        self._helpers: list[threading.Thread] = []
 
     # -- threads --------------------------------------------------------------------------
     def _new_worker(self, slot: int) -> tuple[threading.Thread, ThreadWorker]:
@@ -474,6 +475,7 @@ class WorkerHost:
         ]
         for helper in helpers:
             helper.start()
+        self._helpers = helpers
         log.warning(
             "worker host %s: up to %s calls in flight (%s engine, %s RQ threads) on queue %r",
             self.prefix,
@@ -523,6 +525,11 @@ class WorkerHost:
             # Redis out, idle ones leave within a second or so (ThreadWorker.heartbeat).
             thread.join(timeout=max(worker.dequeue_timeout + 5, 30))
         if self.engine is not None:
+            # The dispatcher may be ending a step that hands the engine more work: let it end
+            # first, so that the drain below waits for that work too.
+            for helper in self._helpers:
+                if helper.name == "dispatcher":
+                    helper.join(timeout=30)
             if not self.engine.drain(timeout_s=DRAIN_TIMEOUT_S):
                 log.warning(
                     "%s calls still in flight after %.0f s; leaving them to the reaper",
