@@ -83,15 +83,26 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(
-    emulator: EmulatorProcess, redis_client, settings, transactional_db
-) -> Iterator[Gateway]:
+def wired(emulator: EmulatorProcess, redis_client, settings) -> Iterator[EmulatorProcess]:
+    """The emulator (reset, empty log), the project pointed at it, an empty Redis, list prices.
+
+    Needs a database fixture from the test (``db`` or ``transactional_db``)."""
     settings.ANTHROPIC_BASE_URL = emulator.base_url
-    settings.ANTHROPIC_API_KEY = "sk-ant-test-gateway"
+    settings.ANTHROPIC_API_KEY = "sk-ant-test-e2e"
     settings.LLM_RETRY_BASE_S = 0.01
     settings.LLM_RETRY_CAP_S = 0.05
     usage_services.prices_seed_defaults()
     usage_services.price_cache_clear()
+    yield emulator
+    close_clients()
+    usage_services.price_cache_clear()
+
+
+@pytest.fixture
+def gateway(transactional_db, wired: EmulatorProcess, settings) -> Iterator[Gateway]:
+    # The key tests/usage/test_reconcile.py looks up in the emulator's ledger.
+    settings.ANTHROPIC_API_KEY = "sk-ant-test-gateway"
+    emulator = wired
     host = workers.WorkerHost(threads=8, idle_poll_s=1)
     thread = threading.Thread(target=host.run, name="worker-host", daemon=True)
     thread.start()

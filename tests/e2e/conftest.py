@@ -13,35 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import django_rq
-import pytest
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rq import Worker
 from rq.job import Job
 
-from llm_calls.client import close_clients
-from llm_calls.emulator.process import EmulatorProcess
 from queueing.models import ApiToken, LLMRequest
-from usage import services as usage_services
 
 MODEL = "claude-sonnet-5-5"
-
-
-@pytest.fixture
-def wired(emulator: EmulatorProcess, redis_client, settings) -> Iterator[EmulatorProcess]:
-    """The emulator (reset, empty log), the project pointed at it, an empty Redis, list prices.
-
-    Needs a database fixture from the test (``db`` or ``transactional_db``)."""
-    settings.ANTHROPIC_BASE_URL = emulator.base_url
-    settings.ANTHROPIC_API_KEY = "sk-ant-test-e2e"
-    settings.LLM_RETRY_BASE_S = 0.01
-    settings.LLM_RETRY_CAP_S = 0.05
-    usage_services.prices_seed_defaults()
-    usage_services.price_cache_clear()
-    yield emulator
-    close_clients()
-    usage_services.price_cache_clear()
 
 
 # --- every URL of the project -------------------------------------------------------------------

@@ -9,15 +9,15 @@ import pytest
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from llm_calls.client import close_clients
 from queueing import dispatcher, engine, leases, services, workers
 from queueing.models import LLMRequest
 from ratelimit_project import redis as project_redis
 from tests.usage.factories import make_user
-from usage import services as usage_services
 from usage.models import AuditLog
 
 MODEL = "claude-sonnet-5-5"
+# ``wired`` (tests/conftest.py): the project pointed at the emulator, on a transactional database.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def ask(user, number: int, **kw) -> LLMRequest:
@@ -29,18 +29,6 @@ def ask(user, number: int, **kw) -> LLMRequest:
         max_tokens=200,
         **kw,
     )
-
-
-@pytest.fixture
-def wired(emulator, redis_client, settings, transactional_db):
-    settings.ANTHROPIC_BASE_URL = emulator.base_url
-    settings.ANTHROPIC_API_KEY = "sk-ant-test-engine"
-    settings.LLM_RETRY_BASE_S = 0.01
-    settings.LLM_RETRY_CAP_S = 0.05
-    usage_services.prices_seed_defaults()
-    usage_services.price_cache_clear()
-    yield emulator
-    close_clients()
 
 
 def start_host(**kw) -> tuple[workers.WorkerHost, threading.Thread]:
